@@ -1,0 +1,57 @@
+"""Keyset pagination: ``?limit=&cursor=`` in, ``{"items", "next_cursor"}`` out."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Annotated, Any, Generic, TypeVar
+
+from fastapi import Query
+from pydantic import BaseModel
+
+from app.errors import InvalidCursor
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+class PageParams(BaseModel):
+    limit: int
+    after: Any | None
+
+
+def encode_cursor(value: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after": value}).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> Any:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        decoded = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        return decoded["after"]
+    except (ValueError, KeyError, TypeError):
+        raise InvalidCursor(
+            "The cursor is not one this server gave out; pass next_cursor from the previous page unchanged."
+        ) from None
+
+
+def page_params(
+    limit: Annotated[int, Query(ge=1, description="Page size; values above 500 are capped.")] = DEFAULT_LIMIT,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> PageParams:
+    return PageParams(limit=min(limit, MAX_LIMIT), after=decode_cursor(cursor) if cursor else None)
+
+
+def page_of(rows: list[T], params: PageParams, key: Any) -> tuple[list[T], str | None]:
+    """Split a ``limit + 1`` fetch into the page and the cursor of the next one."""
+    if len(rows) > params.limit:
+        rows = rows[: params.limit]
+        return rows, encode_cursor(key(rows[-1]))
+    return rows, None

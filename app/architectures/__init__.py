@@ -1,0 +1,1 @@
+"""Registered architectures: the model classes uploads are validated against."""

@@ -1,0 +1,1 @@
+"""Artifacts: the stored files of a version (full, weights, onnx) and their downloads."""

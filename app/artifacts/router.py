@@ -1,0 +1,56 @@
+"""/v1/models/{model}/versions/{ref}/artifacts"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+
+from app.api.pagination import Page
+from app.artifacts import service
+from app.artifacts.naming import download_filename
+from app.artifacts.responses import BlobResponse, etag_matches
+from app.artifacts.schemas import ArtifactRead
+from app.deps import StoreDep, ValidModel, ValidVersion
+
+router = APIRouter(prefix="/v1/models/{model}/versions/{ref}/artifacts", tags=["artifacts"])
+
+
+@router.get("")
+def list_artifacts(model: ValidModel, version: ValidVersion) -> Page[ArtifactRead]:
+    items = [service.to_read(a, model=model.name, version=version.number) for a in version.artifacts]
+    return Page(items=items, next_cursor=None)
+
+
+@router.api_route(
+    "/{kind}",
+    methods=["GET", "HEAD"],
+    response_class=BlobResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}, 206: {}, 304: {}},
+)
+def download_artifact(
+    kind: str,
+    model: ValidModel,
+    version: ValidVersion,
+    store: StoreDep,
+    format: Annotated[str | None, Query(max_length=64)] = None,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """The artifact's bytes; ETag is the sha256, Range gives 206, If-None-Match gives 304."""
+    artifact = service.find_artifact(version=version, kind=kind, fmt=format)
+    etag = f'"{artifact.sha256}"'
+    filename = download_filename(model.name, version.number, artifact.kind, artifact.format)
+    headers = {
+        "ETag": etag,
+        "Accept-Ranges": "bytes",
+        "Content-Disposition": f'attachment; filename="{filename}"',
+        "Cache-Control": "private, max-age=0, must-revalidate",
+        "X-Weightvault-Sha256": artifact.sha256,
+    }
+    if etag_matches(if_none_match, etag):
+        return Response(status_code=304, headers=headers)
+    path = store.path_for(artifact.sha256)
+    return BlobResponse(
+        path, headers=headers, media_type="application/octet-stream", stat_result=os.stat(path)
+    )

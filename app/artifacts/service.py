@@ -1,0 +1,76 @@
+"""Look up artifacts and release the files nobody references any more."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.artifacts.models import Artifact
+from app.artifacts.naming import download_filename, resolve_format
+from app.artifacts.schemas import ArtifactRead
+from app.errors import ArtifactNotFound
+from app.storage.blobstore import BlobStore
+from app.versions.models import Version
+
+log = logging.getLogger("weightvault.artifacts")
+
+# A blob touched this recently may belong to an upload that has not committed its row yet.
+RELEASE_GRACE_SECONDS = 600.0
+
+
+def find_artifact(*, version: Version, kind: str, fmt: str | None) -> Artifact:
+    wanted = resolve_format(kind, fmt)
+    for artifact in version.artifacts:
+        if artifact.kind == kind and artifact.format == wanted:
+            return artifact
+    hint = " Request a conversion with POST .../onnx first." if kind == "onnx" else ""
+    raise ArtifactNotFound(f"Version {version.number} has no {kind} artifact in format {wanted}.{hint}")
+
+
+def artifact_hashes_of_model(*, session: Session, model_id: int) -> list[str]:
+    rows = session.scalars(select(Artifact.sha256).join(Version).where(Version.model_id == model_id))
+    return sorted(set(rows))
+
+
+def referenced(*, session: Session, sha256: str) -> bool:
+    return session.scalar(select(Artifact.id).where(Artifact.sha256 == sha256).limit(1)) is not None
+
+
+def release_blobs(
+    *, session: Session, store: BlobStore, hashes: Iterable[str], grace_seconds: float = RELEASE_GRACE_SECONDS
+) -> list[str]:
+    """Remove files that no artifact row references and that no upload touched recently."""
+    removed = []
+    now = time.time()
+    for sha256 in hashes:
+        if referenced(session=session, sha256=sha256):
+            continue
+        path = store.path_for(sha256)
+        try:
+            if now - path.stat().st_mtime < grace_seconds:
+                continue
+        except FileNotFoundError:
+            continue
+        store.remove(sha256)
+        removed.append(sha256)
+    session.rollback()
+    if removed:
+        log.info("released %d unreferenced blobs", len(removed))
+    return removed
+
+
+def to_read(artifact: Artifact, *, model: str, version: int) -> ArtifactRead:
+    return ArtifactRead(
+        kind=artifact.kind,
+        format=artifact.format,
+        size=artifact.size,
+        sha256=artifact.sha256,
+        created_at=artifact.created_at,
+        validation=artifact.validation,
+        filename=download_filename(model, version, artifact.kind, artifact.format),
+        url=f"/v1/models/{model}/versions/{version}/artifacts/{artifact.kind}?format={artifact.format}",
+    )

@@ -1,0 +1,180 @@
+"""Recognise what a loaded checkpoint holds and bring it to one shape: a state_dict plus training state."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from app.errors import UnreadableCheckpoint
+
+Layout = Literal["state_dict", "training_checkpoint", "lightning", "module"]
+
+_MODEL_KEYS = ("model_state_dict", "state_dict", "model", "module", "net", "network")
+_OPTIMIZER_KEYS = ("optimizer_state_dict", "optimizer", "optim", "optimizer_state")
+_OPTIMIZER_NAME_KEYS = ("optimizer_name", "optimizer_class", "optimizer_type")
+# Wrapper prefixes that training tools add to every key: DataParallel/DDP, Lightning's usual attributes.
+_WRAPPER_PREFIXES = ("module.", "model.", "net.", "network.")
+_COMPILE_PREFIX = "_orig_mod."
+
+
+@dataclass
+class Normalised:
+    layout: Layout
+    state_dict: dict[str, torch.Tensor]
+    # Everything else the file holds, renamed to the classic layout (optimizer_state_dict, epoch, ...).
+    training_state: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=lambda: {"epoch": None, "step": None, "optimizer": None})
+    renamed_keys: bool = False
+
+
+def normalise(content: Any, expected_keys: Collection[str]) -> Normalised:
+    """Find the model weights in ``content`` and name them as the architecture does."""
+    if isinstance(content, nn.Module):
+        return _finish("module", content.state_dict(), {}, expected_keys)
+    if not isinstance(content, Mapping):
+        raise UnreadableCheckpoint(
+            f"The checkpoint holds a {type(content).__name__}; expected a state_dict or a checkpoint dict."
+        )
+    if _is_state_dict(content):
+        return _finish("state_dict", dict(content), {}, expected_keys)
+    if "pytorch-lightning_version" in content or "optimizer_states" in content:
+        return _lightning(content, expected_keys)
+    for key in _MODEL_KEYS:
+        weights = content.get(key)
+        if isinstance(weights, nn.Module):
+            weights = weights.state_dict()
+        if isinstance(weights, Mapping) and _is_state_dict(weights):
+            rest = {k: v for k, v in content.items() if k != key}
+            return _finish("training_checkpoint", dict(weights), _classic_training_state(rest), expected_keys)
+    raise UnreadableCheckpoint(
+        "The checkpoint dict has no model weights: expected tensors, or one of the keys "
+        f"{', '.join(_MODEL_KEYS)} holding a state_dict (found keys: {', '.join(map(str, list(content)[:20]))})."
+    )
+
+
+def _is_state_dict(candidate: Mapping[Any, Any]) -> bool:
+    return bool(candidate) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in candidate.items()
+    )
+
+
+def _lightning(content: Mapping[str, Any], expected_keys: Collection[str]) -> Normalised:
+    weights = content.get("state_dict")
+    if not isinstance(weights, Mapping) or not _is_state_dict(weights):
+        raise UnreadableCheckpoint("The Lightning checkpoint has no state_dict of tensors.")
+    rest: dict[str, Any] = {k: v for k, v in content.items() if k != "state_dict"}
+    optimizer_states = rest.get("optimizer_states")
+    if isinstance(optimizer_states, list) and optimizer_states:
+        rest["optimizer_state_dict"] = optimizer_states[0]
+        if len(optimizer_states) == 1:
+            del rest["optimizer_states"]
+    return _finish("lightning", dict(weights), _classic_training_state(rest), expected_keys)
+
+
+def _classic_training_state(rest: Mapping[str, Any]) -> dict[str, Any]:
+    """Rename the optimizer entry to ``optimizer_state_dict`` and put the classic keys first."""
+    state = dict(rest)
+    for key in _OPTIMIZER_KEYS[1:]:
+        if "optimizer_state_dict" not in state and isinstance(state.get(key), Mapping):
+            state["optimizer_state_dict"] = state.pop(key)
+    ordered = {k: state.pop(k) for k in ("optimizer_state_dict", "epoch") if k in state}
+    return {**ordered, **state}
+
+
+def _finish(
+    layout: Layout,
+    weights: dict[str, torch.Tensor],
+    training_state: dict[str, Any],
+    expected_keys: Collection[str],
+) -> Normalised:
+    renamed = strip_wrapper_prefixes(weights, expected_keys)
+    return Normalised(
+        layout=layout,
+        state_dict=renamed,
+        training_state=training_state,
+        training=training_summary(training_state),
+        renamed_keys=list(renamed) != list(weights),
+    )
+
+
+def strip_wrapper_prefixes(
+    weights: Mapping[str, torch.Tensor], expected_keys: Collection[str]
+) -> dict[str, torch.Tensor]:
+    """Remove ``module.`` (DataParallel/DDP), ``_orig_mod.`` (torch.compile) and Lightning attribute prefixes."""
+    expected = set(expected_keys)
+    renamed = {_drop_compile_prefix(key): value for key, value in weights.items()}
+    while renamed and set(renamed) != expected:
+        heads = {key.split(".", 1)[0] for key in renamed}
+        if len(heads) != 1 or any("." not in key for key in renamed):
+            break
+        prefix = heads.pop() + "."
+        if expected and all(key.startswith(prefix) for key in expected):
+            break  # the architecture itself has this attribute
+        stripped = {key[len(prefix) :]: value for key, value in renamed.items()}
+        # An unfamiliar prefix is removed only when that makes keys line up with the architecture.
+        if prefix not in _WRAPPER_PREFIXES and not (set(stripped) & expected):
+            break
+        renamed = stripped
+    return renamed
+
+
+def _drop_compile_prefix(key: str) -> str:
+    if key.startswith(_COMPILE_PREFIX):
+        key = key[len(_COMPILE_PREFIX) :]
+    return key.replace("." + _COMPILE_PREFIX, ".")
+
+
+def training_summary(state: Mapping[str, Any]) -> dict[str, Any]:
+    epoch = state.get("epoch")
+    step = state.get("global_step", state.get("step"))
+    return {
+        "epoch": epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None,
+        "step": step if isinstance(step, int) and not isinstance(step, bool) else None,
+        "optimizer": optimizer_name(state),
+    }
+
+
+def optimizer_name(state: Mapping[str, Any]) -> str | None:
+    """The optimizer's class where the file names it or its param-group keys leave no doubt."""
+    for key in _OPTIMIZER_NAME_KEYS:
+        if isinstance(state.get(key), str):
+            return str(state[key])
+    optimizer = state.get("optimizer_state_dict")
+    if not isinstance(optimizer, Mapping):
+        return None
+    groups = optimizer.get("param_groups")
+    if not isinstance(groups, list) or not groups or not isinstance(groups[0], Mapping):
+        return None
+    return _optimizer_from_group(groups[0])
+
+
+def _optimizer_from_group(group: Mapping[str, Any]) -> str | None:
+    keys = set(group)
+    if {"dampening", "nesterov"} <= keys:
+        return "SGD"
+    if {"etas", "step_sizes"} <= keys:
+        return "Rprop"
+    if {"lambd", "alpha", "t0"} <= keys:
+        return "ASGD"
+    if {"alpha", "centered"} <= keys:
+        return "RMSprop"
+    if {"lr_decay", "initial_accumulator_value"} <= keys:
+        return "Adagrad"
+    if "momentum_decay" in keys:
+        return "NAdam"
+    if "rho" in keys and "betas" not in keys:
+        return "Adadelta"
+    if {"betas", "amsgrad"} <= keys:
+        decoupled = group.get("decoupled_weight_decay")
+        if decoupled is True:
+            return "AdamW"
+        if decoupled is False:
+            return "Adam"
+        return None  # older torch wrote identical groups for Adam and AdamW
+    if "betas" in keys and "decoupled_weight_decay" in keys:
+        return "RAdam"
+    return None

@@ -1,0 +1,170 @@
+"""Prove a state_dict fits an architecture: strict load into a fresh instance, then a forward pass."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from app.architectures.spec import Architecture
+from app.errors import ArchitectureMismatch
+
+
+@dataclass(frozen=True)
+class Blueprint:
+    """The architecture built on the meta device: key names, shapes and tied groups, no memory."""
+
+    expected: dict[str, torch.Tensor]
+    tied_groups: list[list[str]]
+
+    @property
+    def keys(self) -> list[str]:
+        return list(self.expected)
+
+
+def blueprint(architecture: Architecture, config: Mapping[str, Any]) -> Blueprint:
+    with torch.device("meta"):
+        module = architecture.build(config)
+    expected = dict(module.state_dict(keep_vars=True))
+    by_identity: dict[int, list[str]] = {}
+    for name, tensor in expected.items():
+        by_identity.setdefault(id(tensor), []).append(name)
+    return Blueprint(
+        expected={k: v.detach() for k, v in expected.items()},
+        tied_groups=[names for names in by_identity.values() if len(names) > 1],
+    )
+
+
+def complete_tied(weights: dict[str, torch.Tensor], plan: Blueprint) -> dict[str, torch.Tensor]:
+    """Fill a tied key that the file left out (safetensors drops duplicates) from its partner."""
+    completed = dict(weights)
+    for group in plan.tied_groups:
+        present = [name for name in group if name in completed]
+        if present:
+            for name in group:
+                completed.setdefault(name, completed[present[0]])
+    return completed
+
+
+def check_fits(weights: Mapping[str, torch.Tensor], plan: Blueprint) -> None:
+    """Raise ``ArchitectureMismatch`` naming every missing, unexpected and mis-shaped key."""
+    missing = [key for key in plan.expected if key not in weights]
+    unexpected = [key for key in weights if key not in plan.expected]
+    shapes = [
+        {"key": key, "expected": list(plan.expected[key].shape), "got": list(weights[key].shape)}
+        for key in plan.expected
+        if key in weights and tuple(weights[key].shape) != tuple(plan.expected[key].shape)
+    ]
+    untied = [
+        group
+        for group in plan.tied_groups
+        if all(name in weights for name in group)
+        and not all(_same_values(weights[group[0]], weights[name]) for name in group[1:])
+    ]
+    if missing or unexpected or shapes or untied:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. '{missing[0]}')")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. '{unexpected[0]}')")
+        if shapes:
+            first = shapes[0]
+            parts.append(
+                f"{len(shapes)} with the wrong shape (e.g. '{first['key']}' {first['got']} vs {first['expected']})"
+            )
+        if untied:
+            parts.append(f"tied weights that differ ({', '.join(untied[0])})")
+        raise ArchitectureMismatch(
+            "The weights do not fit the model's architecture: " + "; ".join(parts) + ".",
+            {
+                "missing_keys": missing,
+                "unexpected_keys": unexpected,
+                "shape_mismatches": shapes,
+                "tied_mismatches": untied,
+            },
+        )
+
+
+def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr() and a.stride() == b.stride():
+        return True
+    return a.dtype == b.dtype and bool(torch.equal(a, b))
+
+
+def load_fresh(
+    architecture: Architecture, config: Mapping[str, Any], weights: Mapping[str, torch.Tensor]
+) -> nn.Module:
+    """A new instance holding ``weights`` (strict); built on meta and assigned, so no second copy is made."""
+    with torch.device("meta"):
+        module = architecture.build(config)
+    module.load_state_dict(weights, strict=True, assign=True)
+    if any(t.is_meta for t in (*module.parameters(), *module.buffers())):
+        # Non-persistent buffers are not in any state_dict: build for real and copy instead.
+        module = architecture.build(config)
+        module.load_state_dict(weights, strict=True)
+    return module.eval()
+
+
+@dataclass(frozen=True)
+class ForwardRun:
+    outputs: tuple[torch.Tensor, ...]
+    report: dict[str, Any]
+
+
+def run_forward(module: nn.Module, inputs: Sequence[torch.Tensor]) -> ForwardRun:
+    """Run the example inputs (cast to the weights' float dtype); raise ``ArchitectureMismatch`` on failure."""
+    dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
+    cast = [x.to(dtype) if x.is_floating_point() else x for x in inputs]
+    started = time.perf_counter()
+    try:
+        with torch.inference_mode():
+            result = module(*cast)
+    except Exception as exc:
+        raise ArchitectureMismatch(
+            f"The weights loaded, but a forward pass on the example inputs failed: {str(exc)[:300]}",
+            {
+                "missing_keys": [],
+                "unexpected_keys": [],
+                "shape_mismatches": [],
+                "forward_error": str(exc)[:1000],
+            },
+        ) from None
+    outputs = _flatten_outputs(result)
+    return ForwardRun(
+        outputs=outputs,
+        report={
+            "inputs": [{"shape": list(x.shape), "dtype": str(x.dtype).removeprefix("torch.")} for x in cast],
+            "outputs": [
+                {"shape": list(y.shape), "dtype": str(y.dtype).removeprefix("torch.")} for y in outputs
+            ],
+            "finite": all(bool(torch.isfinite(y).all()) for y in outputs if y.is_floating_point()),
+            "seconds": round(time.perf_counter() - started, 6),
+        },
+    )
+
+
+def _flatten_outputs(result: Any) -> tuple[torch.Tensor, ...]:
+    if isinstance(result, torch.Tensor):
+        return (result,)
+    if isinstance(result, Mapping):
+        return tuple(t for v in result.values() for t in _flatten_outputs(v))
+    if isinstance(result, list | tuple):
+        return tuple(t for v in result for t in _flatten_outputs(v))
+    return ()
+
+
+def max_abs_diff(reference: Sequence[torch.Tensor], candidate: Sequence[torch.Tensor]) -> float | None:
+    """Largest absolute difference, or None when the outputs do not even have the same shapes."""
+    if len(reference) != len(candidate):
+        return None
+    worst = 0.0
+    for a, b in zip(reference, candidate, strict=True):
+        if a.shape != b.shape or a.dtype != b.dtype:
+            return None
+        if a.numel():
+            worst = max(worst, float((a.double() - b.double()).abs().max()))
+    return worst

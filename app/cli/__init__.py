@@ -1,0 +1,1 @@
+"""The `weightvault` command."""

@@ -1,0 +1,1 @@
+"""Database plumbing: engine, declarative base, migrations."""

@@ -1,0 +1,8 @@
+"""Import every table so ``Base.metadata`` is complete (Alembic and tests use this)."""
+
+from app.artifacts.models import Artifact
+from app.db.base import Base
+from app.models.models import Alias, RegisteredModel
+from app.versions.models import Version
+
+__all__ = ["Alias", "Artifact", "Base", "RegisteredModel", "Version"]

@@ -1,0 +1,147 @@
+"""Domain errors, each carrying its HTTP status and the contract's error code.
+
+WeightvaultError
+├── BadRequest (4xx the client can fix)
+│   ├── InvalidRequest            422 invalid_request
+│   ├── InvalidName               422 invalid_name
+│   ├── InvalidConfig             422 invalid_config
+│   ├── InvalidMetadata           422 invalid_metadata
+│   ├── InvalidFormat             422 invalid_format
+│   ├── InvalidCursor             422 invalid_cursor
+│   ├── ArchitectureNotFoundInput 422 architecture_not_found (named in a request body)
+│   ├── CheckpointRejected
+│   │   ├── UnsafeCheckpoint      422 unsafe_checkpoint
+│   │   ├── UnreadableCheckpoint  422 unreadable_checkpoint
+│   │   └── ArchitectureMismatch  422 architecture_mismatch
+│   ├── TooLarge                  413 too_large
+│   └── LimitExceeded             422 limit_exceeded
+├── NotFound (404)
+│   ├── RouteNotFound, ArchitectureNotFound, ModelNotFound, VersionNotFound,
+│   └── ArtifactNotFound, JobNotFound
+├── Conflict (409)
+│   └── ModelExists
+└── Unauthorized 401 / Forbidden 403
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class WeightvaultError(Exception):
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+
+class BadRequest(WeightvaultError):
+    status = 422
+    code = "invalid_request"
+
+
+class InvalidRequest(BadRequest):
+    code = "invalid_request"
+
+
+class InvalidName(BadRequest):
+    code = "invalid_name"
+
+
+class InvalidConfig(BadRequest):
+    code = "invalid_config"
+
+
+class InvalidMetadata(BadRequest):
+    code = "invalid_metadata"
+
+
+class InvalidFormat(BadRequest):
+    code = "invalid_format"
+
+
+class InvalidCursor(BadRequest):
+    code = "invalid_cursor"
+
+
+class ArchitectureNotFoundInput(BadRequest):
+    code = "architecture_not_found"
+
+
+class CheckpointRejected(BadRequest):
+    """The uploaded file was refused; nothing of it is kept."""
+
+
+class UnsafeCheckpoint(CheckpointRejected):
+    code = "unsafe_checkpoint"
+
+
+class UnreadableCheckpoint(CheckpointRejected):
+    code = "unreadable_checkpoint"
+
+
+class ArchitectureMismatch(CheckpointRejected):
+    code = "architecture_mismatch"
+
+
+class TooLarge(BadRequest):
+    status = 413
+    code = "too_large"
+
+
+class LimitExceeded(BadRequest):
+    code = "limit_exceeded"
+
+
+class NotFound(WeightvaultError):
+    status = 404
+    code = "not_found"
+
+
+class RouteNotFound(NotFound):
+    code = "not_found"
+
+
+class ArchitectureNotFound(NotFound):
+    code = "architecture_not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class VersionNotFound(NotFound):
+    code = "version_not_found"
+
+
+class ArtifactNotFound(NotFound):
+    code = "artifact_not_found"
+
+
+class JobNotFound(NotFound):
+    code = "job_not_found"
+
+
+class Conflict(WeightvaultError):
+    status = 409
+    code = "conflict"
+
+
+class ModelExists(Conflict):
+    code = "model_exists"
+
+
+class Unauthorized(WeightvaultError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(WeightvaultError):
+    status = 403
+    code = "forbidden"

@@ -1,0 +1,49 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app import __version__
+from app.api.errors import install_error_handlers
+from app.architectures.router import router as architectures_router
+from app.artifacts.router import router as artifacts_router
+from app.models.router import router as models_router
+from app.ops.router import router as ops_router
+from app.runtime import open_runtime
+from app.settings import Settings, get_settings
+from app.versions.router import router as versions_router
+
+log = logging.getLogger("weightvault")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; start-up creates the data dir, applies migrations and cleans staging leftovers."""
+    chosen = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = open_runtime(chosen)
+        app.state.runtime = runtime
+        log.info("weightvault %s serving data dir %s", __version__, chosen.data_dir.resolve())
+        if chosen.auth == "off":
+            log.warning("authentication is off: every request is allowed (set WEIGHTVAULT_AUTH=on)")
+        try:
+            yield
+        finally:
+            runtime.close()
+
+    app = FastAPI(
+        title="weightvault",
+        version=__version__,
+        description="A model-artifact store for PyTorch: upload checkpoints, get proven full/weights/ONNX artifacts.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for router in (ops_router, architectures_router, models_router, versions_router, artifacts_router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,55 @@
+"""/v1/models and aliases."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from app.api.pagination import Page, page_of
+from app.artifacts.service import release_blobs
+from app.deps import PageDep, RegistryDep, SessionDep, StoreDep, ValidModel
+from app.models import service
+from app.models.schemas import AliasSet, ModelCreate, ModelRead
+from app.versions.service import resolve_version
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+
+@router.post("", status_code=201)
+def create_model(data: ModelCreate, session: SessionDep, registry: RegistryDep) -> ModelRead:
+    model = service.create_model(session=session, registry=registry, data=data)
+    return service.to_read(model, None)
+
+
+@router.get("")
+def list_models(session: SessionDep, page: PageDep) -> Page[ModelRead]:
+    rows, cursor = page_of(
+        list(service.list_models(session=session, limit=page.limit, after=page.after)),
+        page,
+        key=lambda m: m.name,
+    )
+    return Page(items=service.read_models(session=session, models=rows), next_cursor=cursor)
+
+
+@router.get("/{model}")
+def get_model(model: ValidModel, session: SessionDep) -> ModelRead:
+    return service.read_models(session=session, models=[model])[0]
+
+
+@router.delete("/{model}", status_code=204)
+def delete_model(model: ValidModel, session: SessionDep, store: StoreDep) -> Response:
+    hashes = service.delete_model(session=session, model=model)
+    release_blobs(session=session, store=store, hashes=hashes)
+    return Response(status_code=204)
+
+
+@router.put("/{model}/aliases/{alias}")
+def set_alias(model: ValidModel, alias: str, data: AliasSet, session: SessionDep) -> ModelRead:
+    version = resolve_version(session=session, model=model, ref=str(data.version))
+    updated = service.set_alias(session=session, model=model, alias=alias, version=version)
+    return service.read_models(session=session, models=[updated])[0]
+
+
+@router.delete("/{model}/aliases/{alias}", status_code=204)
+def delete_alias(model: ValidModel, alias: str, session: SessionDep) -> Response:
+    service.delete_alias(session=session, model=model, alias=alias)
+    return Response(status_code=204)

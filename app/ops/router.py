@@ -1,0 +1,38 @@
+"""/healthz, /readyz, /metrics"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
+
+from app import __version__
+from app.api.errors import error_body
+from app.deps import RuntimeDep
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok", "version": __version__}
+
+
+@router.get("/readyz", response_model=None)
+async def readyz(runtime: RuntimeDep) -> dict[str, object] | JSONResponse:
+    database = await run_in_threadpool(runtime.database_ok)
+    storage = await run_in_threadpool(runtime.store.usable)
+    checks = {"database": database, "storage": storage}
+    if all(checks.values()):
+        return {"status": "ready", "checks": checks}
+    failing = [name for name, ok in checks.items() if not ok]
+    return JSONResponse(
+        error_body("not_ready", f"Not ready: {', '.join(failing)} unusable.", {"checks": checks}),
+        status_code=503,
+    )
+
+
+@router.get("/metrics")
+def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,69 @@
+"""What a running server holds: settings, the database, the blob store and the architecture registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.architectures.registry import ArchitectureRegistry, load_registry
+from app.checkpoints.limits import ReadLimits
+from app.db.engine import make_engine, make_sessionmaker
+from app.db.migrate import upgrade
+from app.settings import Settings
+from app.storage.blobstore import BlobStore
+from app.versions.receive import UploadLimits
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    store: BlobStore
+    registry: ArchitectureRegistry
+
+    @property
+    def read_limits(self) -> ReadLimits:
+        return ReadLimits(
+            max_tensors=self.settings.max_tensors,
+            max_pickle_bytes=self.settings.max_pickle_bytes,
+            max_safetensors_header_bytes=self.settings.max_safetensors_header_bytes,
+        )
+
+    @property
+    def upload_limits(self) -> UploadLimits:
+        return UploadLimits(
+            max_upload_bytes=self.settings.max_upload_bytes,
+            max_metadata_bytes=self.settings.max_metadata_bytes,
+        )
+
+    def database_ok(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    def close(self) -> None:
+        self.engine.dispose()
+        self.store.close()
+
+
+def open_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
+    """Create the data dir, clean staging leftovers, apply migrations and connect."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = BlobStore(settings.data_dir)
+    store.initialise()
+    if migrate:
+        upgrade(settings.effective_database_url)
+    engine = make_engine(settings.effective_database_url)
+    return Runtime(
+        settings=settings,
+        engine=engine,
+        sessions=make_sessionmaker(engine),
+        store=store,
+        registry=load_registry(settings.architecture_modules),
+    )

@@ -1,0 +1,57 @@
+"""Settings read from the environment (``WEIGHTVAULT_*``) and ``.env``."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+GiB = 1024**3
+MiB = 1024**2
+
+
+class Settings(BaseSettings):
+    """Everything the server reads from its environment; one instance per process (see ``get_settings``)."""
+
+    model_config = SettingsConfigDict(env_prefix="WEIGHTVAULT_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Path("./storage")
+    database_url: str | None = None
+    auth: Literal["off", "on"] = "off"
+    max_upload_bytes: int = Field(default=16 * GiB, gt=0)
+    max_metadata_bytes: int = Field(default=64 * 1024, gt=0)
+    max_tensors: int = Field(default=100_000, gt=0)
+    max_pickle_bytes: int = Field(default=64 * MiB, gt=0)
+    max_safetensors_header_bytes: int = Field(default=100 * MiB, gt=0)
+    max_page_size: int = Field(default=500, gt=0)
+    architecture_modules: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("architecture_modules", mode="before")
+    @classmethod
+    def _split_modules(cls, value: object) -> object:
+        # A comma-separated environment variable is friendlier than JSON for a list of module names.
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'weightvault.db').resolve()}"
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.data_dir / "tmp"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

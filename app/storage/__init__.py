@@ -1,0 +1,1 @@
+"""Content-addressed blob store on the local filesystem."""

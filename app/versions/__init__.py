@@ -1,0 +1,1 @@
+"""Versions: one uploaded, validated checkpoint each."""

@@ -1,0 +1,245 @@
+"""Stream an upload (raw body or multipart) to a staging file, hashing as it arrives.
+
+Bytes are batched and written from a worker thread, so the event loop never blocks on disk and
+memory holds at most one batch, whatever the file size. Multipart bodies are parsed incrementally:
+the file part goes straight to disk, never through a spooled temporary copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import anyio.to_thread
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import Request
+
+from app.errors import InvalidMetadata, InvalidRequest, LimitExceeded, TooLarge, UnreadableCheckpoint
+from app.versions.service import ReceivedUpload
+
+BATCH_BYTES = 8 * 1024 * 1024
+MULTIPART_OVERHEAD = 1024 * 1024  # boundaries, part headers and a metadata field on top of the file
+MAX_PARTS = 16
+FILE_FIELD = "file"
+METADATA_FIELD = "metadata"
+MAX_FILENAME_CHARS = 255
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    max_upload_bytes: int
+    max_metadata_bytes: int
+
+
+class _HashingWriter:
+    """Appends to a file and a sha256 in batches handed to a worker thread."""
+
+    def __init__(self, handle: BinaryIO, limit: int) -> None:
+        self.handle = handle
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.limit = limit
+        self.pending = bytearray()
+
+    def add(self, data: bytes | bytearray | memoryview) -> None:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise TooLarge(
+                f"The file is larger than this server's limit of {self.limit} bytes (WEIGHTVAULT_MAX_UPLOAD_BYTES).",
+                {"limit": self.limit},
+            )
+        self.pending += data
+
+    async def flush(self, force: bool = False) -> None:
+        if self.pending and (force or len(self.pending) >= BATCH_BYTES):
+            batch, self.pending = self.pending, bytearray()
+            await anyio.to_thread.run_sync(self._write, batch)
+
+    def _write(self, batch: bytearray) -> None:
+        self.digest.update(batch)
+        self.handle.write(batch)
+
+
+def clean_filename(raw: str | None) -> str | None:
+    """The client's file name as metadata: last path component, no control characters, bounded length."""
+    if not raw:
+        return None
+    name = raw.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if ch.isprintable())
+    return name[:MAX_FILENAME_CHARS] or None
+
+
+def parse_metadata(raw: str | bytes | None, limit: int) -> dict[str, Any]:
+    if raw is None or raw == "" or raw == b"":
+        return {}
+    if len(raw) > limit:
+        raise InvalidMetadata(f"metadata is {len(raw)} bytes; the limit is {limit}.", {"limit": limit})
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidMetadata(
+            'metadata must be a JSON object, e.g. {"tags": ["baseline"], "metrics": {"acc": 0.98}}.'
+        ) from None
+    if not isinstance(value, dict):
+        raise InvalidMetadata(f"metadata must be a JSON object, not a {type(value).__name__}.")
+    return value
+
+
+def _check_declared_length(request: Request, allowed: int) -> None:
+    declared = request.headers.get("content-length")
+    if declared is None:
+        return
+    try:
+        length = int(declared)
+    except ValueError:
+        raise InvalidRequest("The Content-Length header is not a number.") from None
+    if length > allowed:
+        raise TooLarge(
+            f"The upload declares {length} bytes; this server accepts files up to {allowed} bytes "
+            "(WEIGHTVAULT_MAX_UPLOAD_BYTES).",
+            {"limit": allowed, "declared": length},
+        )
+
+
+async def receive_upload(
+    request: Request, *, dest: Path, limits: UploadLimits, metadata_param: str | None
+) -> tuple[ReceivedUpload, dict[str, Any]]:
+    """Write the uploaded file to ``dest``; returns it with the user metadata (query or form field)."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        _check_declared_length(request, limits.max_upload_bytes + MULTIPART_OVERHEAD)
+        received, form_metadata = await _receive_multipart(request, dest, limits, content_type)
+        if form_metadata is not None and metadata_param is not None:
+            raise InvalidMetadata("metadata was given twice (query parameter and form field); send it once.")
+        return received, parse_metadata(
+            form_metadata if form_metadata is not None else metadata_param, limits.max_metadata_bytes
+        )
+    # Parse metadata first: a bad one is refused before any byte of the file is read.
+    metadata = parse_metadata(metadata_param, limits.max_metadata_bytes)
+    _check_declared_length(request, limits.max_upload_bytes)
+    return await _receive_raw(request, dest, limits), metadata
+
+
+async def _receive_raw(request: Request, dest: Path, limits: UploadLimits) -> ReceivedUpload:
+    with dest.open("wb") as handle:
+        writer = _HashingWriter(handle, limits.max_upload_bytes)
+        async for chunk in request.stream():
+            writer.add(chunk)
+            await writer.flush()
+        await writer.flush(force=True)
+    _refuse_empty(writer)
+    return ReceivedUpload(
+        path=dest,
+        size=writer.size,
+        sha256=writer.digest.hexdigest(),
+        filename=clean_filename(request.headers.get("x-filename")),
+    )
+
+
+def _refuse_empty(writer: _HashingWriter) -> None:
+    if writer.size == 0:
+        raise UnreadableCheckpoint("The upload is empty; send the bytes of a file written by torch.save.")
+
+
+@dataclass
+class _MultipartState:
+    writer: _HashingWriter
+    metadata_limit: int
+    parts: int = 0
+    header_field: bytearray = field(default_factory=bytearray)
+    header_value: bytearray = field(default_factory=bytearray)
+    headers: dict[bytes, bytes] = field(default_factory=dict)
+    current: str | None = None
+    current_filename: str | None = None
+    files_seen: int = 0
+    filename: str | None = None
+    metadata: bytearray | None = None
+
+    def on_part_begin(self) -> None:
+        self.parts += 1
+        if self.parts > MAX_PARTS:
+            raise LimitExceeded(
+                f"The form has more than {MAX_PARTS} parts.", {"limit": "max_parts", "value": MAX_PARTS}
+            )
+        self.headers = {}
+        self.current = None
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self.header_field += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self.header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self.headers[bytes(self.header_field).lower()] = bytes(self.header_value)
+        self.header_field.clear()
+        self.header_value.clear()
+
+    def on_headers_finished(self) -> None:
+        _kind, options = parse_options_header(self.headers.get(b"content-disposition", b""))
+        name = options.get(b"name", b"").decode("utf-8", "replace")
+        self.current = name
+        if name == FILE_FIELD:
+            self.files_seen += 1
+            if self.files_seen > 1:
+                raise InvalidRequest(
+                    "The form has more than one 'file' field; upload one checkpoint per request."
+                )
+            self.filename = clean_filename(options.get(b"filename", b"").decode("utf-8", "replace"))
+        elif name == METADATA_FIELD:
+            self.metadata = bytearray()
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self.current == FILE_FIELD:
+            self.writer.add(memoryview(data)[start:end])
+        elif self.current == METADATA_FIELD and self.metadata is not None:
+            self.metadata += data[start:end]
+            if len(self.metadata) > self.metadata_limit:
+                raise InvalidMetadata(
+                    f"metadata is over {self.metadata_limit} bytes; the limit is {self.metadata_limit}.",
+                    {"limit": self.metadata_limit},
+                )
+
+
+async def _receive_multipart(
+    request: Request, dest: Path, limits: UploadLimits, content_type: str
+) -> tuple[ReceivedUpload, bytes | None]:
+    _kind, options = parse_options_header(content_type)
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise InvalidRequest("The multipart body has no boundary in its Content-Type header.")
+    with dest.open("wb") as handle:
+        state = _MultipartState(
+            writer=_HashingWriter(handle, limits.max_upload_bytes), metadata_limit=limits.max_metadata_bytes
+        )
+        parser = MultipartParser(
+            boundary,
+            {
+                "on_part_begin": state.on_part_begin,
+                "on_header_field": state.on_header_field,
+                "on_header_value": state.on_header_value,
+                "on_header_end": state.on_header_end,
+                "on_headers_finished": state.on_headers_finished,
+                "on_part_data": state.on_part_data,
+            },
+            max_header_count=16,
+        )
+        try:
+            async for chunk in request.stream():
+                parser.write(chunk)
+                await state.writer.flush()
+            parser.finalize()
+        except MultipartParseError as exc:
+            raise InvalidRequest(f"The multipart body is malformed: {exc}.") from None
+        await state.writer.flush(force=True)
+    if state.files_seen == 0:
+        raise InvalidRequest("The form has no 'file' field; send the checkpoint as multipart field 'file'.")
+    _refuse_empty(state.writer)
+    received = ReceivedUpload(
+        path=dest, size=state.writer.size, sha256=state.writer.digest.hexdigest(), filename=state.filename
+    )
+    return received, bytes(state.metadata) if state.metadata is not None else None

@@ -1,0 +1,85 @@
+"""/v1/models/{model}/versions"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from app.api.pagination import Page, page_of
+from app.deps import PageDep, RegistryDep, RuntimeDep, SessionDep, StoreDep, ValidModel, ValidVersion
+from app.versions import service
+from app.versions.receive import receive_upload
+from app.versions.schemas import VersionRead
+
+router = APIRouter(prefix="/v1/models/{model}/versions", tags=["versions"])
+
+_UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "metadata": {"type": "string", "description": "A JSON object"},
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+@router.post("", status_code=201, openapi_extra=_UPLOAD_BODY)
+async def upload_version(
+    request: Request,
+    model: ValidModel,
+    session: SessionDep,
+    store: StoreDep,
+    registry: RegistryDep,
+    runtime: RuntimeDep,
+    metadata: Annotated[str | None, Query(description="User metadata: a JSON object")] = None,
+) -> VersionRead:
+    """Upload a checkpoint (raw body or multipart field `file`); 201 once it was loaded, run and stored."""
+    # Release the connection (and any read snapshot) before a possibly long transfer.
+    await run_in_threadpool(session.close)
+    with store.staging() as workdir:
+        received, user_metadata = await receive_upload(
+            request, dest=workdir / "upload", limits=runtime.upload_limits, metadata_param=metadata
+        )
+        version = await run_in_threadpool(
+            lambda: service.create_version(
+                session=session,
+                store=store,
+                registry=registry,
+                limits=runtime.read_limits,
+                model=model,
+                upload=received,
+                metadata=user_metadata,
+                workdir=workdir,
+            )
+        )
+    return service.to_read(version, model=model)
+
+
+@router.get("")
+def list_versions(model: ValidModel, session: SessionDep, page: PageDep) -> Page[VersionRead]:
+    rows = list(service.list_versions(session=session, model=model, limit=page.limit, after=page.after))
+    items, cursor = page_of(rows, page, key=lambda v: v.number)
+    return Page(items=[service.to_read(v, model=model) for v in items], next_cursor=cursor)
+
+
+@router.get("/{ref}")
+def get_version(model: ValidModel, version: ValidVersion) -> VersionRead:
+    return service.to_read(version, model=model)
+
+
+@router.delete("/{ref}", status_code=204)
+def delete_version(version: ValidVersion, session: SessionDep, store: StoreDep) -> Response:
+    service.delete_version(session=session, store=store, version=version)
+    return Response(status_code=204)
