@@ -23,11 +23,18 @@ def list_artifacts(model: ValidModel, version: ValidVersion) -> Page[ArtifactRea
     return Page(items=items, next_cursor=None)
 
 
-@router.api_route(
-    "/{kind}",
-    methods=["GET", "HEAD"],
-    response_class=BlobResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}, 206: {}, 304: {}},
+_DOWNLOAD_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {"content": {"application/octet-stream": {}}, "description": "The artifact's bytes"},
+    206: {"description": "The requested byte range"},
+    304: {"description": "Not modified (If-None-Match matched the ETag)"},
+}
+
+
+@router.head(
+    "/{kind}", response_class=BlobResponse, responses=_DOWNLOAD_RESPONSES, operation_id="head_artifact"
+)
+@router.get(
+    "/{kind}", response_class=BlobResponse, responses=_DOWNLOAD_RESPONSES, operation_id="download_artifact"
 )
 def download_artifact(
     kind: str,

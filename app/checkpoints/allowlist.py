@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from torch import nn
 from torch.nn import functional
@@ -20,21 +21,22 @@ _TORCH_NN_CLASSES: tuple[type[nn.Module], ...] = (
     nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerEncoder,
     nn.TransformerDecoderLayer, nn.TransformerDecoder,
 )  # fmt: skip
-_TORCH_FUNCTIONS: tuple[Callable[..., object], ...] = (functional.relu, functional.gelu)
+_TORCH_FUNCTIONS: tuple[Callable[..., Any], ...] = (functional.relu, functional.gelu)
 
 
 def qualified_name(obj: object) -> str:
     return f"{obj.__module__}.{obj.__qualname__}"  # type: ignore[attr-defined]
 
 
-def module_pickle_globals(architecture_classes: Iterable[type[nn.Module]]) -> dict[str, object]:
+def module_pickle_globals(architecture_classes: Iterable[type[nn.Module]]) -> dict[str, Callable[..., Any]]:
     """Map every name a module pickle may use to the object it stands for.
 
     A class saved from a training script is named ``__main__.<Class>``: the classic tutorial's
     ``torch.save(model, f)``. We let that name stand for the architecture's class of the same name,
     so the pickle rebuilds *our* class and none of the script's code is needed or run.
     """
-    allowed: dict[str, object] = {qualified_name(obj): obj for obj in (*_TORCH_NN_CLASSES, *_TORCH_FUNCTIONS)}
+    building_blocks: tuple[Callable[..., Any], ...] = (*_TORCH_NN_CLASSES, *_TORCH_FUNCTIONS)
+    allowed = {qualified_name(obj): obj for obj in building_blocks}
     for cls in architecture_classes:
         allowed[qualified_name(cls)] = cls
         allowed[f"__main__.{cls.__qualname__}"] = cls

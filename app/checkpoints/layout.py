@@ -81,7 +81,7 @@ def _classic_training_state(rest: Mapping[str, Any]) -> dict[str, Any]:
     for key in _OPTIMIZER_KEYS[1:]:
         if "optimizer_state_dict" not in state and isinstance(state.get(key), Mapping):
             state["optimizer_state_dict"] = state.pop(key)
-    ordered = {k: state.pop(k) for k in ("optimizer_state_dict", "epoch") if k in state}
+    ordered: dict[str, Any] = {k: state.pop(k) for k in ("optimizer_state_dict", "epoch") if k in state}
     return {**ordered, **state}
 
 

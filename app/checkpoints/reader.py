@@ -12,7 +12,7 @@ import pickle
 import re
 import struct
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from app.errors import LimitExceeded, UnreadableCheckpoint, UnsafeCheckpoint
 
 # torch.serialization.safe_globals changes process-wide state; loads that extend it take turns.
 _SAFE_GLOBALS_LOCK = threading.Lock()
-_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+_UNSUPPORTED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 _SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -76,7 +76,9 @@ def _refuse_unknown_globals_in_zip(path: Path, module_classes: Iterable[type[nn.
 
 
 def _torch_load(path: Path, fmt: CheckpointFormat, module_classes: Iterable[type[nn.Module]]) -> Any:
-    extra = [(obj, name) for name, obj in module_pickle_globals(module_classes).items()]
+    extra: list[Callable[..., Any] | tuple[Callable[..., Any], str]] = [
+        (obj, name) for name, obj in module_pickle_globals(module_classes).items()
+    ]
     try:
         with _SAFE_GLOBALS_LOCK, torch.serialization.safe_globals(extra):
             return torch.load(path, map_location="cpu", weights_only=True, mmap=fmt == "torch_zip")

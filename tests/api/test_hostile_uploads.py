@@ -1,0 +1,65 @@
+"""Hostile files: refused with a 4xx and a reason, nothing of them runs, nothing of them stays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import create_model, stored_files, version_count
+from tests.hostile import hostile_files
+
+EXPECTED_CODES = {
+    "torchscript": "unsafe_checkpoint",
+    "duplicate-data-pkl": "unreadable_checkpoint",
+    "zip-slip": "unreadable_checkpoint",
+    "absolute-member": "unreadable_checkpoint",
+    "deflate-bomb": "unreadable_checkpoint",
+    "random-bytes": "unreadable_checkpoint",
+    "truncated": "unreadable_checkpoint",
+    "text": "unreadable_checkpoint",
+    "protocol-0-pickle": "unsafe_checkpoint",
+}
+NAMES = sorted(hostile_files(Path("/nonexistent/marker")))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_hostile_file_is_refused_and_leaves_nothing(
+    client: TestClient, tmp_path: Path, data_dir: Path, name: str
+) -> None:
+    marker = tmp_path / "pwned"
+    body = hostile_files(marker)[name]
+    create_model(client)
+    before = stored_files(data_dir)
+    response = client.post(
+        "/v1/models/demo/versions",
+        content=body,
+        headers={"Content-Type": "application/octet-stream", "X-Filename": "model.pt"},
+    )
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == EXPECTED_CODES.get(name, "unsafe_checkpoint")
+    assert len(error["message"]) > 20
+    if error["code"] == "unsafe_checkpoint" and name != "torchscript":
+        assert error["details"]["globals"], "the refused global must be named"
+        assert any(g.split(".")[-1] in error["message"] for g in error["details"]["globals"])
+    assert not marker.exists(), "code from the upload ran"
+    assert stored_files(data_dir) == before
+    assert version_count(client, "demo") == 0
+
+
+def test_gadget_names_the_refused_global(client: TestClient, tmp_path: Path) -> None:
+    body = hostile_files(tmp_path / "pwned")["zip-os.system"]
+    create_model(client)
+    response = client.post("/v1/models/demo/versions", content=body)
+    assert response.status_code == 422
+    assert "system" in response.json()["error"]["message"]
+
+
+def test_empty_body_is_unreadable(client: TestClient) -> None:
+    create_model(client)
+    response = client.post("/v1/models/demo/versions", content=b"")
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "unreadable_checkpoint"
+    assert "empty" in response.json()["error"]["message"]
