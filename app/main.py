@@ -27,7 +27,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = open_runtime(chosen)
+        runtime = open_runtime(chosen, migrate=chosen.migrate_on_start)
         app.state.runtime = runtime
         log.info("weightvault %s serving data dir %s", __version__, chosen.data_dir.resolve())
         if chosen.auth == "off":

@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     max_safetensors_header_bytes: int = Field(default=100 * MiB, gt=0)
     max_page_size: int = Field(default=500, gt=0)
     architecture_modules: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # `weightvault serve` migrates once before starting its API processes and turns this off for them.
+    migrate_on_start: bool = True
 
     @field_validator("architecture_modules", mode="before")
     @classmethod

@@ -45,12 +45,15 @@ def torch_zip_bytes(obj: object) -> bytes:
 def rebuild_zip(original: bytes, edit: Any, compression: int = zipfile.ZIP_STORED) -> bytes:
     """Copy a torch zip member by member through ``edit(name, data) -> list[(name, data)]``."""
     out = io.BytesIO()
-    with zipfile.ZipFile(io.BytesIO(original)) as source, zipfile.ZipFile(out, "w", compression) as target:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # zipfile warns about duplicate names, which is the point
-            for info in source.infolist():
-                for name, data in edit(info.filename, source.read(info.filename)):
-                    target.writestr(name, data)
+    with (
+        zipfile.ZipFile(io.BytesIO(original)) as source,
+        zipfile.ZipFile(out, "w", compression) as target,
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore")  # zipfile warns about duplicate names, which is the point
+        for info in source.infolist():
+            for name, data in edit(info.filename, source.read(info.filename)):
+                target.writestr(name, data)
     return out.getvalue()
 
 

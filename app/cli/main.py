@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Annotated
 
 import typer
@@ -30,6 +31,7 @@ def serve(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # Migrate once here, so several API processes do not race to do it.
     upgrade(settings.effective_database_url)
+    os.environ["WEIGHTVAULT_MIGRATE_ON_START"] = "false"
     uvicorn.run(
         "app.main:create_app",
         factory=True,

@@ -1,0 +1,84 @@
+"""Through a real `weightvault serve` process: concurrency and restarts."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+from tests.checkpoints import SimpleModel
+from tests.server import running_server
+
+pytestmark = pytest.mark.slow
+
+
+def _state_dict_bytes(seed: int) -> bytes:
+    torch.manual_seed(seed)
+    buffer = io.BytesIO()
+    torch.save(SimpleModel().state_dict(), buffer)
+    return buffer.getvalue()
+
+
+def test_parallel_uploads_get_distinct_numbers_and_survive_a_restart(
+    tmp_path: Path, data_dir: Path, database_url: str
+) -> None:
+    bodies = {seed: _state_dict_bytes(seed) for seed in range(16)}
+    log = tmp_path / "server.log"
+    with running_server(data_dir, database_url, log) as url, httpx.Client(base_url=url, timeout=120) as client:
+        assert client.post("/v1/models", json={"name": "demo", "architecture": "simple-linear"}).status_code == 201
+
+        def push(seed: int) -> dict[str, object]:
+            with httpx.Client(base_url=url, timeout=120) as own:
+                response = own.post("/v1/models/demo/versions", content=bodies[seed], headers={"X-Filename": f"{seed}.pt"})
+            assert response.status_code == 201, response.text
+            return dict(response.json())
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            versions = list(pool.map(push, range(16)))
+        assert sorted(int(v["version"]) for v in versions) == list(range(1, 17))  # type: ignore[call-overload]
+        by_number = {v["version"]: v for v in versions}
+        for version in versions:
+            seed = int(str(version["source"]["filename"]).removesuffix(".pt"))  # type: ignore[index]
+            assert version["source"]["sha256"] == hashlib.sha256(bodies[seed]).hexdigest()  # type: ignore[index]
+        weights_before = {
+            n: client.get(f"/v1/models/demo/versions/{n}/artifacts/weights").content for n in by_number
+        }
+
+    with running_server(data_dir, database_url, log) as url, httpx.Client(base_url=url, timeout=60) as client:
+        listed = client.get("/v1/models/demo/versions", params={"limit": 100}).json()["items"]
+        assert [v["version"] for v in listed] == list(range(1, 17))
+        assert client.get("/v1/models/demo").json()["latest_version"] == 16
+        for number, body in weights_before.items():
+            response = client.get(f"/v1/models/demo/versions/{number}/artifacts/weights")
+            assert response.status_code == 200 and response.content == body
+        # numbering continues after the restart
+        assert client.post("/v1/models/demo/versions", content=bodies[0]).json()["version"] == 17
+    assert not [p for p in (data_dir / "tmp").rglob("*") if p.is_file()], "staging must be empty after shutdown"
+
+
+def test_upload_limit_is_enforced_before_and_while_reading(tmp_path: Path, data_dir: Path, database_url: str) -> None:
+    body = _state_dict_bytes(0)
+    limit = len(body) - 1
+    env = {"WEIGHTVAULT_MAX_UPLOAD_BYTES": str(limit)}
+    with running_server(data_dir, database_url, tmp_path / "server.log", **env) as url, httpx.Client(base_url=url, timeout=60) as client:
+        client.post("/v1/models", json={"name": "demo", "architecture": "simple-linear"})
+        declared = client.post("/v1/models/demo/versions", content=body)
+        assert declared.status_code == 413
+        assert declared.json()["error"]["code"] == "too_large"
+
+        def chunked() -> object:
+            yield body[:100]
+            yield body[100:]
+
+        streamed = client.post("/v1/models/demo/versions", content=chunked())  # no Content-Length
+        assert streamed.status_code == 413
+        with io.BytesIO(body) as handle:
+            multipart = client.post("/v1/models/demo/versions", files={"file": ("w.pt", handle)})
+        assert multipart.status_code == 413
+        assert client.get("/v1/models/demo").json()["latest_version"] is None
+    assert not [p for p in (data_dir / "blobs").rglob("*") if p.is_file()]

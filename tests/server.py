@@ -1,0 +1,72 @@
+"""Run `weightvault serve` as a real process for tests that need one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import TEST_ARCHITECTURES
+
+STARTUP_SECONDS = 90
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def server_env(data_dir: Path, database_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WEIGHTVAULT_")}
+    env.update(
+        WEIGHTVAULT_DATA_DIR=str(data_dir),
+        WEIGHTVAULT_DATABASE_URL=database_url,
+        WEIGHTVAULT_ARCHITECTURE_MODULES=TEST_ARCHITECTURES,
+        PYTHONPATH=str(Path(__file__).resolve().parent.parent),
+        **extra,
+    )
+    return env
+
+
+@contextmanager
+def running_server(data_dir: Path, database_url: str, log: Path, *args: str, **env: str) -> Iterator[str]:
+    """Start the server, wait until /healthz answers, yield its base URL, stop it with SIGTERM."""
+    port = free_port()
+    with log.open("ab") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve", "--port", str(port), *args],
+            env=server_env(data_dir, database_url, **env),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
