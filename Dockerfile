@@ -1,0 +1,31 @@
+# syntax=docker/dockerfile:1
+# weightvault: CPU PyTorch, non-root, data dir as a volume, migrations applied by `serve` before it listens.
+
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+# CPU-only torch from PyTorch's CPU index, pinned like constraints.txt.
+RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
+COPY pyproject.toml README.md constraints.txt alembic.ini ./
+COPY alembic ./alembic
+COPY app ./app
+RUN pip install -c constraints.txt .
+
+FROM python:3.11-slim AS runtime
+RUN useradd --system --uid 10001 --home-dir /var/lib/weightvault weightvault \
+ && mkdir -p /var/lib/weightvault && chown weightvault /var/lib/weightvault
+COPY --from=build /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    WEIGHTVAULT_DATA_DIR=/var/lib/weightvault \
+    WEIGHTVAULT_HOST=0.0.0.0 \
+    WEIGHTVAULT_PORT=8000 \
+    WEIGHTVAULT_WORKERS=2
+USER weightvault
+VOLUME ["/var/lib/weightvault"]
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
+  CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ.get(\"WEIGHTVAULT_PORT\", \"8000\")}/healthz', timeout=2)"
+CMD ["sh", "-c", "exec weightvault serve --host \"$WEIGHTVAULT_HOST\" --port \"$WEIGHTVAULT_PORT\" --workers \"$WEIGHTVAULT_WORKERS\""]
