@@ -29,12 +29,20 @@ def test_parallel_uploads_get_distinct_numbers_and_survive_a_restart(
 ) -> None:
     bodies = {seed: _state_dict_bytes(seed) for seed in range(16)}
     log = tmp_path / "server.log"
-    with running_server(data_dir, database_url, log) as url, httpx.Client(base_url=url, timeout=120) as client:
-        assert client.post("/v1/models", json={"name": "demo", "architecture": "simple-linear"}).status_code == 201
+    with (
+        running_server(data_dir, database_url, log) as url,
+        httpx.Client(base_url=url, timeout=120) as client,
+    ):
+        assert (
+            client.post("/v1/models", json={"name": "demo", "architecture": "simple-linear"}).status_code
+            == 201
+        )
 
         def push(seed: int) -> dict[str, object]:
             with httpx.Client(base_url=url, timeout=120) as own:
-                response = own.post("/v1/models/demo/versions", content=bodies[seed], headers={"X-Filename": f"{seed}.pt"})
+                response = own.post(
+                    "/v1/models/demo/versions", content=bodies[seed], headers={"X-Filename": f"{seed}.pt"}
+                )
             assert response.status_code == 201, response.text
             return dict(response.json())
 
@@ -58,14 +66,21 @@ def test_parallel_uploads_get_distinct_numbers_and_survive_a_restart(
             assert response.status_code == 200 and response.content == body
         # numbering continues after the restart
         assert client.post("/v1/models/demo/versions", content=bodies[0]).json()["version"] == 17
-    assert not [p for p in (data_dir / "tmp").rglob("*") if p.is_file()], "staging must be empty after shutdown"
+    assert not [p for p in (data_dir / "tmp").rglob("*") if p.is_file()], (
+        "staging must be empty after shutdown"
+    )
 
 
-def test_upload_limit_is_enforced_before_and_while_reading(tmp_path: Path, data_dir: Path, database_url: str) -> None:
+def test_upload_limit_is_enforced_before_and_while_reading(
+    tmp_path: Path, data_dir: Path, database_url: str
+) -> None:
     body = _state_dict_bytes(0)
     limit = len(body) - 1
     env = {"WEIGHTVAULT_MAX_UPLOAD_BYTES": str(limit)}
-    with running_server(data_dir, database_url, tmp_path / "server.log", **env) as url, httpx.Client(base_url=url, timeout=60) as client:
+    with (
+        running_server(data_dir, database_url, tmp_path / "server.log", **env) as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
         client.post("/v1/models", json={"name": "demo", "architecture": "simple-linear"})
         declared = client.post("/v1/models/demo/versions", content=body)
         assert declared.status_code == 413
