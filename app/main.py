@@ -12,6 +12,7 @@ from app import __version__
 from app.api.errors import install_error_handlers
 from app.architectures.router import router as architectures_router
 from app.artifacts.router import router as artifacts_router
+from app.jobs.router import router as jobs_router
 from app.models.router import router as models_router
 from app.ops.router import router as ops_router
 from app.runtime import open_runtime
@@ -44,6 +45,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for router in (ops_router, architectures_router, models_router, versions_router, artifacts_router):
+    for router in (
+        ops_router,
+        architectures_router,
+        models_router,
+        versions_router,
+        artifacts_router,
+        jobs_router,
+    ):
         app.include_router(router)
     return app

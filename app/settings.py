@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     max_safetensors_header_bytes: int = Field(default=100 * MiB, gt=0)
     max_page_size: int = Field(default=500, gt=0)
     architecture_modules: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    conversion_workers: int = Field(default=1, ge=0, le=64)
+    job_lease_seconds: float = Field(default=30.0, gt=0)
+    job_time_limit_seconds: float = Field(default=900.0, gt=0)
+    job_max_attempts: int = Field(default=3, ge=1, le=100)
+    worker_poll_seconds: float = Field(default=1.0, gt=0)
     # `weightvault serve` migrates once before starting its API processes and turns this off for them.
     migrate_on_start: bool = True
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -61,6 +62,18 @@ def release_blobs(
     if removed:
         log.info("released %d unreferenced blobs", len(removed))
     return removed
+
+
+def snapshot_read(snapshot: dict[str, Any], *, model: str, version: int) -> ArtifactRead:
+    """An artifact as a job recorded it."""
+    kind, fmt = snapshot["kind"], snapshot["format"]
+    return ArtifactRead.model_validate(
+        {
+            **snapshot,
+            "filename": download_filename(model, version, kind, fmt),
+            "url": f"/v1/models/{model}/versions/{version}/artifacts/{kind}?format={fmt}",
+        }
+    )
 
 
 def to_read(artifact: Artifact, *, model: str, version: int) -> ArtifactRead:

@@ -2,7 +2,8 @@
 
 from app.artifacts.models import Artifact
 from app.db.base import Base
+from app.jobs.models import Job
 from app.models.models import Alias, RegisteredModel
 from app.versions.models import Version
 
-__all__ = ["Alias", "Artifact", "Base", "RegisteredModel", "Version"]
+__all__ = ["Alias", "Artifact", "Base", "Job", "RegisteredModel", "Version"]

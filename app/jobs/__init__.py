@@ -1,0 +1,1 @@
+"""Conversion jobs: durable rows claimed by worker processes under a renewable lease."""

@@ -1,0 +1,335 @@
+"""Submit, claim, renew and finish conversion jobs. Claims are exclusive: PostgreSQL rows are taken with
+``FOR UPDATE SKIP LOCKED``; SQLite's ``BEGIN IMMEDIATE`` lets one claimer in at a time."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from app.artifacts import service as artifacts_service
+from app.artifacts.models import Artifact
+from app.db.base import utcnow
+from app.db.engine import begin_write
+from app.errors import InvalidRequest, JobNotFound
+from app.jobs.models import FAILED, QUEUED, RUNNING, STATUSES, SUCCEEDED, Job
+from app.jobs.schemas import JobRead
+from app.models.models import RegisteredModel
+from app.onnx.options import OnnxOptions
+from app.storage.blobstore import BlobStore
+from app.versions.models import Version
+
+ACTIVE_OR_DONE = (QUEUED, RUNNING, SUCCEEDED)
+
+
+def options_key(options: OnnxOptions) -> str:
+    return json.dumps(options.model_dump(mode="json"), sort_keys=True)
+
+
+def cache_key(
+    *, weights_sha256: str, model: RegisteredModel, options: OnnxOptions, versions: dict[str, str]
+) -> str:
+    """Same weights, architecture, config, options and toolchain give the same ONNX file."""
+    material = {
+        "weights": weights_sha256,
+        "architecture": model.architecture,
+        "config": model.config,
+        "options": options.model_dump(mode="json"),
+        "versions": versions,
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def submit_onnx(
+    *,
+    session: Session,
+    model: RegisteredModel,
+    version: Version,
+    options: OnnxOptions,
+    versions: dict[str, str],
+) -> tuple[Job, bool]:
+    """The job for these effective options: an existing queued/running/succeeded one, or a new one.
+
+    Returns ``(job, created)``. A conversion with the same cache key that already succeeded (identical
+    weights in another version) is reused at once.
+    """
+    weights = next((a for a in version.artifacts if a.kind == "weights" and a.format == "safetensors"), None)
+    if weights is None:
+        raise InvalidRequest(f"Version {version.number} has no weights artifact to convert.")
+    key = options_key(options)
+    begin_write(session)
+    # Serialise submissions for one version (PostgreSQL row lock; SQLite's write lock already does).
+    session.execute(select(Version.id).where(Version.id == version.id).with_for_update())
+    existing = session.scalar(
+        select(Job)
+        .where(Job.version_id == version.id, Job.options_key == key, Job.status.in_(ACTIVE_OR_DONE))
+        .order_by(Job.seq.desc())
+        .limit(1)
+    )
+    if existing is not None:
+        session.commit()
+        return existing, False
+    cache = cache_key(weights_sha256=weights.sha256, model=model, options=options, versions=versions)
+    job = Job(
+        model_id=model.id,
+        version_id=version.id,
+        options=options.model_dump(mode="json"),
+        options_key=key,
+        cache_key=cache,
+    )
+    cached = session.scalar(
+        select(Job)
+        .where(Job.cache_key == cache, Job.status == SUCCEEDED, Job.artifact.is_not(None))
+        .order_by(Job.seq.desc())
+        .limit(1)
+    )
+    if cached is not None and cached.artifact and _blob_referenced(session, cached.artifact["sha256"]):
+        now = utcnow()
+        artifact = _upsert_onnx_artifact(
+            session=session,
+            version=version,
+            sha256=cached.artifact["sha256"],
+            size=cached.artifact["size"],
+            validation={**(cached.report or {}), "cached_from_job": cached.id},
+        )
+        job.status, job.started_at, job.finished_at = SUCCEEDED, now, now
+        job.report = {**(cached.report or {}), "cached_from_job": cached.id}
+        session.add(job)
+        session.flush()
+        job.artifact = _snapshot(artifact)
+    else:
+        session.add(job)
+    session.commit()
+    return job, True
+
+
+def _blob_referenced(session: Session, sha256: str) -> bool:
+    return artifacts_service.referenced(session=session, sha256=sha256)
+
+
+def get_job(*, session: Session, job_id: str) -> Job:
+    job = session.scalar(select(Job).where(Job.id == job_id)) if len(job_id) <= 64 else None
+    if job is None:
+        raise JobNotFound(f"No job with id '{job_id[:64]}'.", {"id": job_id[:64]})
+    return job
+
+
+def list_jobs(
+    *, session: Session, model: RegisteredModel | None, status: str | None, limit: int, after: Any | None
+) -> Sequence[Job]:
+    query = select(Job).order_by(Job.seq).limit(limit + 1)
+    if model is not None:
+        query = query.where(Job.model_id == model.id)
+    if status is not None:
+        if status not in STATUSES:
+            raise InvalidRequest(f"status must be one of {', '.join(STATUSES)}.", {"status": status[:32]})
+        query = query.where(Job.status == status)
+    if isinstance(after, int):
+        query = query.where(Job.seq > after)
+    return session.scalars(query).all()
+
+
+def claim_next(*, session: Session, worker_id: str, lease_seconds: float) -> Job | None:
+    """Take the oldest queued job (or one whose worker's lease ran out) for ``worker_id``."""
+    begin_write(session)
+    now = utcnow()
+    lapsed = and_(Job.status == RUNNING, Job.lease_expires_at < now)
+    exhausted = session.scalars(
+        select(Job).where(lapsed, Job.attempts >= Job.max_attempts).with_for_update(skip_locked=True)
+    ).all()
+    for lost in exhausted:
+        _fail(
+            lost,
+            "worker_lost",
+            f"The conversion was interrupted {lost.attempts} times (its worker died or was killed); giving up.",
+        )
+    job = session.scalar(
+        select(Job)
+        .where(or_(Job.status == QUEUED, and_(lapsed, Job.attempts < Job.max_attempts)))
+        .order_by(Job.seq)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    if job is not None:
+        job.status = RUNNING
+        job.lease_owner = worker_id
+        job.lease_expires_at = now + timedelta(seconds=lease_seconds)
+        job.attempts += 1
+        job.started_at = job.started_at or now
+    session.commit()
+    return job
+
+
+def renew_lease(*, session: Session, job_id: str, worker_id: str, lease_seconds: float) -> bool:
+    """Extend the lease; False when the job is no longer this worker's."""
+    begin_write(session)
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.lease_owner == worker_id, Job.status == RUNNING)
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds)),
+        execution_options={"synchronize_session": False},
+    )
+    session.commit()
+    return bool(getattr(result, "rowcount", 0))
+
+
+def _owned(session: Session, job_id: str, worker_id: str) -> Job | None:
+    job = session.scalar(select(Job).where(Job.id == job_id).with_for_update())
+    if job is None or job.status != RUNNING or job.lease_owner != worker_id:
+        return None
+    return job
+
+
+def _fail(job: Job, code: str, message: str, report: dict[str, Any] | None = None) -> None:
+    job.status = FAILED
+    job.finished_at = utcnow()
+    job.error = {"code": code, "message": message}
+    job.report = report or job.report
+    job.lease_owner = None
+    job.lease_expires_at = None
+
+
+def finish_failure(
+    *,
+    session: Session,
+    job_id: str,
+    worker_id: str,
+    code: str,
+    message: str,
+    report: dict[str, Any] | None = None,
+) -> bool:
+    begin_write(session)
+    job = _owned(session, job_id, worker_id)
+    if job is None:
+        session.rollback()
+        return False
+    _fail(job, code, message, report)
+    session.commit()
+    return True
+
+
+def finish_success(
+    *,
+    session: Session,
+    store: BlobStore,
+    job_id: str,
+    worker_id: str,
+    staged_file: Any,
+    sha256: str,
+    report: dict[str, Any],
+) -> bool:
+    """Store the file, then (only then) record the artifact and the job's success in one commit."""
+    blob = store.put(staged_file, sha256)
+    try:
+        begin_write(session)
+        job = _owned(session, job_id, worker_id)
+        version = session.get(Version, job.version_id) if job is not None else None
+        if job is None or version is None:
+            session.rollback()
+            if blob.created:
+                artifacts_service.release_blobs(
+                    session=session, store=store, hashes=[sha256], grace_seconds=0
+                )
+            return False
+        artifact = _upsert_onnx_artifact(
+            session=session, version=version, sha256=sha256, size=blob.size, validation=report
+        )
+        job.status = SUCCEEDED
+        job.finished_at = utcnow()
+        job.report = report
+        job.error = None
+        job.lease_owner = None
+        job.lease_expires_at = None
+        session.flush()
+        job.artifact = _snapshot(artifact)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        if blob.created:
+            artifacts_service.release_blobs(session=session, store=store, hashes=[sha256], grace_seconds=0)
+        raise
+    return True
+
+
+def _upsert_onnx_artifact(
+    *, session: Session, version: Version, sha256: str, size: int, validation: dict[str, Any]
+) -> Artifact:
+    artifact = session.scalar(
+        select(Artifact).where(
+            Artifact.version_id == version.id, Artifact.kind == "onnx", Artifact.format == "onnx"
+        )
+    )
+    checked = {"status": "passed", "checked_at": utcnow().isoformat(), **validation}
+    if artifact is None:
+        artifact = Artifact(
+            version_id=version.id, kind="onnx", format="onnx", sha256=sha256, size=size, validation=checked
+        )
+        session.add(artifact)
+    else:
+        artifact.sha256, artifact.size, artifact.validation, artifact.created_at = (
+            sha256,
+            size,
+            checked,
+            utcnow(),
+        )
+    session.flush()
+    return artifact
+
+
+def _snapshot(artifact: Artifact) -> dict[str, Any]:
+    return {
+        "kind": artifact.kind,
+        "format": artifact.format,
+        "size": artifact.size,
+        "sha256": artifact.sha256,
+        "created_at": artifact.created_at.isoformat(),
+        "validation": artifact.validation,
+    }
+
+
+def to_read(job: Job, *, model_name: str, version_number: int) -> JobRead:
+    artifact = None
+    if job.artifact:
+        artifact = artifacts_service.snapshot_read(job.artifact, model=model_name, version=version_number)
+    return JobRead.model_validate(
+        {
+            "id": job.id,
+            "kind": job.kind,
+            "status": job.status,
+            "model": model_name,
+            "version": version_number,
+            "created_at": job.created_at,
+            "started_at": job.started_at,
+            "finished_at": job.finished_at,
+            "options": job.options,
+            "attempts": job.attempts,
+            "error": job.error,
+            "artifact": artifact,
+            "report": job.report,
+        }
+    )
+
+
+def read_jobs(*, session: Session, jobs: Sequence[Job]) -> list[JobRead]:
+    """Render jobs with their model names and version numbers in one query."""
+    ids = {job.version_id for job in jobs}
+    rows = (
+        session.execute(
+            select(Version.id, Version.number, RegisteredModel.name)
+            .join(RegisteredModel)
+            .where(Version.id.in_(ids))
+        ).all()
+        if ids
+        else []
+    )
+    names = {version_id: (name, number) for version_id, number, name in rows}
+    return [
+        to_read(job, model_name=names[job.version_id][0], version_number=names[job.version_id][1])
+        for job in jobs
+        if job.version_id in names
+    ]

@@ -1,0 +1,61 @@
+"""Keep N worker processes running: start them, restart the ones that die, stop them all on a signal."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+
+log = logging.getLogger("weightvault.supervisor")
+
+QUICK_DEATH_SECONDS = 5.0
+RESTART_BACKOFF_SECONDS = 2.0
+
+
+def worker_command() -> list[str]:
+    return [sys.executable, "-m", "app", "worker", "--single"]
+
+
+def supervise(processes: int) -> int:
+    """Run until SIGTERM/SIGINT (or until this process's parent goes away)."""
+    stopping = False
+
+    def _stop(_signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    parent = os.getppid()
+    children: dict[int, tuple[subprocess.Popen[bytes], float]] = {}
+    while not stopping and os.getppid() == parent:
+        for slot in range(processes):
+            current = children.get(slot)
+            if current is not None and current[0].poll() is None:
+                continue
+            if current is not None:
+                process, started = current
+                log.warning(
+                    "conversion worker %d (pid %d) exited with %s; restarting",
+                    slot,
+                    process.pid,
+                    process.returncode,
+                )
+                if time.monotonic() - started < QUICK_DEATH_SECONDS:
+                    time.sleep(RESTART_BACKOFF_SECONDS)
+            children[slot] = (subprocess.Popen(worker_command()), time.monotonic())
+        time.sleep(0.5)
+    for process, _started in children.values():
+        if process.poll() is None:
+            process.terminate()
+    deadline = time.monotonic() + 15
+    for process, _started in children.values():
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return 0
