@@ -70,3 +70,37 @@ def running_server(data_dir: Path, database_url: str, log: Path, *args: str, **e
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def running_worker(data_dir: Path, database_url: str, log: Path, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+    """One `weightvault worker --single` process; killed (if still alive) on exit."""
+    with log.open("ab") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app", "worker", "--single"],
+            env=server_env(data_dir, database_url, **env),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def wait_for(predicate: object, timeout: float, interval: float = 0.3, what: str = "condition") -> object:
+    """Poll ``predicate()`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()  # type: ignore[operator]
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
