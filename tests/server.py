@@ -73,7 +73,9 @@ def running_server(data_dir: Path, database_url: str, log: Path, *args: str, **e
 
 
 @contextmanager
-def running_worker(data_dir: Path, database_url: str, log: Path, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+def running_worker(
+    data_dir: Path, database_url: str, log: Path, **env: str
+) -> Iterator[subprocess.Popen[bytes]]:
     """One `weightvault worker --single` process; killed (if still alive) on exit."""
     with log.open("ab") as log_file:
         process = subprocess.Popen(

@@ -34,12 +34,17 @@ def encode_cursor(value: Any) -> str:
 def decode_cursor(cursor: str) -> Any:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        decoded = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        return decoded["after"]
-    except (ValueError, KeyError, TypeError):
+        after = json.loads(base64.urlsafe_b64decode(padded.encode()))["after"]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        after = None
+    # Cursors carry a version number, a job sequence number or a name; anything else was not ours.
+    valid_int = isinstance(after, int) and not isinstance(after, bool) and 0 <= after < 2**62
+    valid_str = isinstance(after, str) and len(after) <= 256
+    if not (valid_int or valid_str):
         raise InvalidCursor(
             "The cursor is not one this server gave out; pass next_cursor from the previous page unchanged."
-        ) from None
+        )
+    return after
 
 
 def page_params(

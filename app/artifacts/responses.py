@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from starlette.datastructures import Headers
-from starlette.responses import FileResponse, JSONResponse, MalformedRangeHeader, RangeNotSatisfiable
+from starlette.responses import FileResponse, MalformedRangeHeader, RangeNotSatisfiable
 from starlette.types import Receive, Scope, Send
 
-from app.api.errors import error_body
+from app.api.errors import ErrorResponse, error_body
 
 # Starlette reads 64 KiB per thread hop by default; 4 MiB moves a GiB several times faster.
 DOWNLOAD_CHUNK_BYTES = 4 * 1024 * 1024
@@ -22,13 +22,13 @@ class BlobResponse(FileResponse):
             try:
                 self._parse_range_header(http_range, size)
             except MalformedRangeHeader as exc:
-                response = JSONResponse(
+                response = ErrorResponse(
                     error_body("invalid_range", f"The Range header is malformed: {exc.content}."),
                     status_code=400,
                 )
                 return await response(scope, receive, send)
             except RangeNotSatisfiable:
-                response = JSONResponse(
+                response = ErrorResponse(
                     error_body(
                         "range_not_satisfiable", f"The requested range starts past the end ({size} bytes)."
                     ),

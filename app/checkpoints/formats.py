@@ -14,6 +14,7 @@ CheckpointFormat = Literal["torch_zip", "torch_legacy", "safetensors"]
 # torch's legacy (pre-1.6) format opens with a protocol-2 pickle of this magic number.
 _LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
 _ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_SCAN_BYTES = 16 * 1024 * 1024
 _PICKLE_STARTS = (b"\x80", b"(", b"c", b"]", b"}", b"I", b"S", b"V", b"N", b"l", b"d")
 
 
@@ -62,7 +63,8 @@ def scan_pickle_globals(data: bytes) -> set[str]:
 
 
 def _refuse_bare_pickle(path: Path) -> None:
-    data = path.read_bytes()[: 64 * 1024 * 1024]
+    with path.open("rb") as handle:
+        data = handle.read(_PICKLE_SCAN_BYTES)
     try:
         names = scan_pickle_globals(data)
     except Exception:

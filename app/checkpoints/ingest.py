@@ -21,6 +21,7 @@ from app.checkpoints.validate import (
     blueprint,
     check_fits,
     complete_tied,
+    identical_outputs,
     load_fresh,
     max_abs_diff,
     run_forward,
@@ -168,10 +169,7 @@ def prove_artifact(
     weights = load_artifact_weights(kind=kind, fmt=fmt, path=path, plan=plan, limits=limits)
     check_fits(weights, plan)
     run = run_forward(load_fresh(architecture, config, weights), inputs)
-    identical = len(run.outputs) == len(reference.outputs) and all(
-        torch.equal(a, b) for a, b in zip(reference.outputs, run.outputs, strict=True)
-    )
-    if not identical:
+    if not identical_outputs(reference.outputs, run.outputs):
         raise ProofFailed(
             f"{kind}/{fmt} reloaded from disk gave different outputs "
             f"(max abs diff {max_abs_diff(reference.outputs, run.outputs)})"

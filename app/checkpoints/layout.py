@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -9,6 +10,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from app.checkpoints.modules import module_state
 from app.errors import UnreadableCheckpoint
 
 Layout = Literal["state_dict", "training_checkpoint", "lightning", "module"]
@@ -34,7 +36,7 @@ class Normalised:
 def normalise(content: Any, expected_keys: Collection[str]) -> Normalised:
     """Find the model weights in ``content`` and name them as the architecture does."""
     if isinstance(content, nn.Module):
-        return _finish("module", content.state_dict(), {}, expected_keys)
+        return _finish("module", module_state(content), {}, expected_keys)
     if not isinstance(content, Mapping):
         raise UnreadableCheckpoint(
             f"The checkpoint holds a {type(content).__name__}; expected a state_dict or a checkpoint dict."
@@ -46,9 +48,10 @@ def normalise(content: Any, expected_keys: Collection[str]) -> Normalised:
     for key in _MODEL_KEYS:
         weights = content.get(key)
         if isinstance(weights, nn.Module):
-            weights = weights.state_dict()
+            weights = module_state(weights)
         if isinstance(weights, Mapping) and _is_state_dict(weights):
-            rest = {k: v for k, v in content.items() if k != key}
+            # The weights go out as model_state_dict; a stale entry of that name must not overwrite them.
+            rest = {k: v for k, v in content.items() if k not in (key, "model_state_dict")}
             return _finish("training_checkpoint", dict(weights), _classic_training_state(rest), expected_keys)
     raise UnreadableCheckpoint(
         "The checkpoint dict has no model weights: expected tensors, or one of the keys "
@@ -76,13 +79,35 @@ def _lightning(content: Mapping[str, Any], expected_keys: Collection[str]) -> No
 
 
 def _classic_training_state(rest: Mapping[str, Any]) -> dict[str, Any]:
-    """Rename the optimizer entry to ``optimizer_state_dict`` and put the classic keys first."""
-    state = dict(rest)
+    """Rename the optimizer entry to ``optimizer_state_dict`` and put the classic keys first.
+
+    Modules stored beside the weights (an EMA copy, say) become their state_dicts, so the full
+    checkpoint stays loadable with ``weights_only=True``.
+    """
+    state = {k: _weights_only(v) for k, v in rest.items() if k != "model_state_dict"}
     for key in _OPTIMIZER_KEYS[1:]:
         if "optimizer_state_dict" not in state and isinstance(state.get(key), Mapping):
             state["optimizer_state_dict"] = state.pop(key)
     ordered: dict[str, Any] = {k: state.pop(k) for k in ("optimizer_state_dict", "epoch") if k in state}
     return {**ordered, **state}
+
+
+def _weights_only(value: Any, depth: int = 0) -> Any:
+    if depth > 32:
+        return value
+    if isinstance(value, nn.Module):
+        return module_state(value)
+    if isinstance(value, dict):
+        return (
+            type(value)((k, _weights_only(v, depth + 1)) for k, v in value.items())
+            if not isinstance(value, defaultdict)
+            else value
+        )
+    if isinstance(value, list):
+        return [_weights_only(v, depth + 1) for v in value]
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        return tuple(_weights_only(v, depth + 1) for v in value)
+    return value
 
 
 def _finish(
@@ -107,6 +132,10 @@ def strip_wrapper_prefixes(
     """Remove ``module.`` (DataParallel/DDP), ``_orig_mod.`` (torch.compile) and Lightning attribute prefixes."""
     expected = set(expected_keys)
     renamed = {_drop_compile_prefix(key): value for key, value in weights.items()}
+    if len(renamed) != len(weights):
+        raise UnreadableCheckpoint(
+            "The state_dict names the same weight twice (with and without a torch.compile '_orig_mod.' prefix)."
+        )
     while renamed and set(renamed) != expected:
         heads = {key.split(".", 1)[0] for key in renamed}
         if len(heads) != 1 or any("." not in key for key in renamed):

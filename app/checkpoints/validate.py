@@ -20,6 +20,7 @@ class Blueprint:
 
     expected: dict[str, torch.Tensor]
     tied_groups: list[list[str]]
+    parameters: frozenset[str] = frozenset()
 
     @property
     def keys(self) -> list[str]:
@@ -36,7 +37,33 @@ def blueprint(architecture: Architecture, config: Mapping[str, Any]) -> Blueprin
     return Blueprint(
         expected={k: v.detach() for k, v in expected.items()},
         tied_groups=[names for names in by_identity.values() if len(names) > 1],
+        parameters=frozenset(name for name, _ in module.named_parameters(remove_duplicate=False)),
     )
+
+
+# Parameters must be one of these (nn.Parameter refuses integers; CPU kernels lack the exotic floats).
+WEIGHT_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
+
+
+def _dtype_problem(key: str, tensor: torch.Tensor, plan: Blueprint) -> dict[str, str] | None:
+    expected = plan.expected[key].dtype
+    got = tensor.dtype
+    if tensor.device.type != "cpu":
+        return {"key": key, "expected": "a tensor with data", "got": f"{tensor.device.type} tensor"}
+    if key in plan.parameters or expected.is_floating_point:
+        if got not in WEIGHT_DTYPES:
+            return {
+                "key": key,
+                "expected": "float16, bfloat16, float32 or float64",
+                "got": str(got).removeprefix("torch."),
+            }
+    elif got.is_floating_point or got.is_complex or (got == torch.bool) != (expected == torch.bool):
+        return {
+            "key": key,
+            "expected": str(expected).removeprefix("torch."),
+            "got": str(got).removeprefix("torch."),
+        }
+    return None
 
 
 def complete_tied(weights: dict[str, torch.Tensor], plan: Blueprint) -> dict[str, torch.Tensor]:
@@ -59,13 +86,18 @@ def check_fits(weights: Mapping[str, torch.Tensor], plan: Blueprint) -> None:
         for key in plan.expected
         if key in weights and tuple(weights[key].shape) != tuple(plan.expected[key].shape)
     ]
+    dtypes = [
+        problem
+        for key in plan.expected
+        if key in weights and (problem := _dtype_problem(key, weights[key], plan)) is not None
+    ]
     untied = [
         group
         for group in plan.tied_groups
         if all(name in weights for name in group)
         and not all(_same_values(weights[group[0]], weights[name]) for name in group[1:])
     ]
-    if missing or unexpected or shapes or untied:
+    if missing or unexpected or shapes or dtypes or untied:
         parts = []
         if missing:
             parts.append(f"{len(missing)} missing (e.g. '{missing[0]}')")
@@ -76,6 +108,12 @@ def check_fits(weights: Mapping[str, torch.Tensor], plan: Blueprint) -> None:
             parts.append(
                 f"{len(shapes)} with the wrong shape (e.g. '{first['key']}' {first['got']} vs {first['expected']})"
             )
+        if dtypes:
+            first_dtype = dtypes[0]
+            parts.append(
+                f"{len(dtypes)} with an unusable dtype (e.g. '{first_dtype['key']}' is {first_dtype['got']}, "
+                f"needs {first_dtype['expected']})"
+            )
         if untied:
             parts.append(f"tied weights that differ ({', '.join(untied[0])})")
         raise ArchitectureMismatch(
@@ -84,6 +122,7 @@ def check_fits(weights: Mapping[str, torch.Tensor], plan: Blueprint) -> None:
                 "missing_keys": missing,
                 "unexpected_keys": unexpected,
                 "shape_mismatches": shapes,
+                "dtype_mismatches": dtypes,
                 "tied_mismatches": untied,
             },
         )
@@ -99,13 +138,24 @@ def load_fresh(
     architecture: Architecture, config: Mapping[str, Any], weights: Mapping[str, torch.Tensor]
 ) -> nn.Module:
     """A new instance holding ``weights`` (strict); built on meta and assigned, so no second copy is made."""
-    with torch.device("meta"):
-        module = architecture.build(config)
-    module.load_state_dict(weights, strict=True, assign=True)
-    if any(t.is_meta for t in (*module.parameters(), *module.buffers())):
-        # Non-persistent buffers are not in any state_dict: build for real and copy instead.
-        module = architecture.build(config)
-        module.load_state_dict(weights, strict=True)
+    try:
+        with torch.device("meta"):
+            module = architecture.build(config)
+        module.load_state_dict(weights, strict=True, assign=True)
+        if any(t.is_meta for t in (*module.parameters(), *module.buffers())):
+            # Non-persistent buffers are not in any state_dict: build for real and copy instead.
+            module = architecture.build(config)
+            module.load_state_dict(weights, strict=True)
+    except Exception as exc:
+        raise ArchitectureMismatch(
+            f"The weights could not be loaded into the architecture: {str(exc).strip()[:300]}",
+            {
+                "missing_keys": [],
+                "unexpected_keys": [],
+                "shape_mismatches": [],
+                "load_error": str(exc)[:1000],
+            },
+        ) from None
     return module.eval()
 
 
@@ -141,10 +191,35 @@ def run_forward(module: nn.Module, inputs: Sequence[torch.Tensor]) -> ForwardRun
             "outputs": [
                 {"shape": list(y.shape), "dtype": str(y.dtype).removeprefix("torch.")} for y in outputs
             ],
-            "finite": all(bool(torch.isfinite(y).all()) for y in outputs if y.is_floating_point()),
+            "finite": _all_finite(outputs),
             "seconds": round(time.perf_counter() - started, 6),
         },
     )
+
+
+def _all_finite(outputs: Sequence[torch.Tensor]) -> bool | None:
+    try:
+        return all(bool(torch.isfinite(y).all()) for y in outputs if y.is_floating_point())
+    except (RuntimeError, NotImplementedError):
+        return None
+
+
+def identical_outputs(reference: Sequence[torch.Tensor], candidate: Sequence[torch.Tensor]) -> bool:
+    """Bit-for-bit the same, where NaN equals NaN (a diverged model is still stored faithfully)."""
+    if len(reference) != len(candidate):
+        return False
+    for a, b in zip(reference, candidate, strict=True):
+        if a.shape != b.shape or a.dtype != b.dtype:
+            return False
+        if torch.equal(a, b):
+            continue
+        if not (
+            a.is_floating_point()
+            and torch.equal(a.isnan(), b.isnan())
+            and torch.equal(a.nan_to_num(0.0), b.nan_to_num(0.0))
+        ):
+            return False
+    return True
 
 
 def _flatten_outputs(result: Any) -> tuple[torch.Tensor, ...]:

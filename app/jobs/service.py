@@ -231,10 +231,7 @@ def finish_success(
         version = session.get(Version, job.version_id) if job is not None else None
         if job is None or version is None:
             session.rollback()
-            if blob.created:
-                artifacts_service.release_blobs(
-                    session=session, store=store, hashes=[sha256], grace_seconds=0
-                )
+            store.discard(blob)
             return False
         artifact = _upsert_onnx_artifact(
             session=session, version=version, sha256=sha256, size=blob.size, validation=report
@@ -250,8 +247,7 @@ def finish_success(
         session.commit()
     except BaseException:
         session.rollback()
-        if blob.created:
-            artifacts_service.release_blobs(session=session, store=store, hashes=[sha256], grace_seconds=0)
+        store.discard(blob)
         raise
     return True
 

@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from app import __version__
-from app.api.errors import error_body
+from app.api.errors import ErrorResponse, error_body
 from app.deps import RuntimeDep
 
 router = APIRouter(tags=["operations"])
@@ -27,7 +27,7 @@ async def readyz(runtime: RuntimeDep) -> dict[str, object] | JSONResponse:
     if all(checks.values()):
         return {"status": "ready", "checks": checks}
     failing = [name for name, ok in checks.items() if not ok]
-    return JSONResponse(
+    return ErrorResponse(
         error_body("not_ready", f"Not ready: {', '.join(failing)} unusable.", {"checks": checks}),
         status_code=503,
     )

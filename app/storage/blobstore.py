@@ -27,6 +27,7 @@ class StoredBlob:
     sha256: str
     size: int
     created: bool  # False when identical content was already stored
+    mtime_ns: int = 0  # when created: the mtime a later claim would change
 
 
 def fsync_dir(path: Path) -> None:
@@ -125,20 +126,44 @@ class BlobStore:
             shutil.rmtree(path, ignore_errors=True)
 
     def put(self, staged: Path, sha256: str) -> StoredBlob:
-        """Move a staged, already-hashed file into the store (fsync, rename, fsync dir)."""
+        """Move a staged, already-hashed file into the store (fsync, rename, fsync dir).
+
+        When the content is already stored, the existing copy is *claimed* by touching its mtime
+        (``discard`` and ``gc`` leave recently touched blobs alone) and the staged copy is dropped.
+        """
         target = self.path_for(sha256)
         size = staged.stat().st_size
-        if target.is_file():
-            staged.unlink(missing_ok=True)
-            # A fresh mtime tells release/gc that an upload is about to reference this blob.
+        try:
             os.utime(target)
+        except FileNotFoundError:
+            pass
+        else:
+            staged.unlink(missing_ok=True)
             return StoredBlob(sha256=sha256, size=size, created=False)
         with staged.open("rb+") as handle:
             os.fsync(handle.fileno())
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.parent.is_dir():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fsync_dir(target.parent.parent)
         os.replace(staged, target)
         fsync_dir(target.parent)
-        return StoredBlob(sha256=sha256, size=size, created=True)
+        return StoredBlob(sha256=sha256, size=size, created=True, mtime_ns=target.stat().st_mtime_ns)
+
+    def discard(self, blob: StoredBlob) -> None:
+        """Undo a ``put`` that created ``blob`` (its row was never committed), unless another writer
+        claimed the same content since; then the file stays."""
+        if not blob.created:
+            return
+        target = self.path_for(blob.sha256)
+        tomb = self.staging_root / f"discard-{uuid.uuid4().hex}"
+        try:
+            os.rename(target, tomb)
+        except FileNotFoundError:
+            return
+        if tomb.stat().st_mtime_ns != blob.mtime_ns:
+            os.replace(tomb, target)  # claimed meanwhile: identical bytes, put them back
+        else:
+            tomb.unlink()
 
     def remove(self, sha256: str) -> None:
         self.path_for(sha256).unlink(missing_ok=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -73,16 +74,31 @@ def clean_filename(raw: str | None) -> str | None:
     return name[:MAX_FILENAME_CHARS] or None
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not a finite number")
+    return value
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_metadata(raw: str | bytes | None, limit: int) -> dict[str, Any]:
+    """A JSON object within ``limit`` bytes that can be stored and echoed back exactly (strict JSON)."""
     if raw is None or raw == "" or raw == b"":
         return {}
     if len(raw) > limit:
         raise InvalidMetadata(f"metadata is {len(raw)} bytes; the limit is {limit}.", {"limit": limit})
     try:
-        value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        value = json.loads(raw, parse_float=_finite_float, parse_constant=_refuse_constant)
+        # Lone surrogates parse but cannot be stored or sent back as UTF-8.
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeError, RecursionError):
         raise InvalidMetadata(
-            'metadata must be a JSON object, e.g. {"tags": ["baseline"], "metrics": {"acc": 0.98}}.'
+            'metadata must be a JSON object, e.g. {"tags": ["baseline"], "metrics": {"acc": 0.98}} '
+            "(strict JSON: no NaN or Infinity, valid UTF-8, not nested too deeply)."
         ) from None
     if not isinstance(value, dict):
         raise InvalidMetadata(f"metadata must be a JSON object, not a {type(value).__name__}.")
@@ -110,7 +126,7 @@ async def receive_upload(
 ) -> tuple[ReceivedUpload, dict[str, Any]]:
     """Write the uploaded file to ``dest``; returns it with the user metadata (query or form field)."""
     content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
+    if content_type.lower().startswith("multipart/form-data"):
         _check_declared_length(request, limits.max_upload_bytes + MULTIPART_OVERHEAD)
         received, form_metadata = await _receive_multipart(request, dest, limits, content_type)
         if form_metadata is not None and metadata_param is not None:
@@ -158,6 +174,7 @@ class _MultipartState:
     files_seen: int = 0
     filename: str | None = None
     metadata: bytearray | None = None
+    other_bytes: int = 0
 
     def on_part_begin(self) -> None:
         self.parts += 1
@@ -202,6 +219,14 @@ class _MultipartState:
                 raise InvalidMetadata(
                     f"metadata is over {self.metadata_limit} bytes; the limit is {self.metadata_limit}.",
                     {"limit": self.metadata_limit},
+                )
+        else:
+            # Fields other than file and metadata are ignored, but not read without bound.
+            self.other_bytes += end - start
+            if self.other_bytes > self.metadata_limit:
+                raise LimitExceeded(
+                    f"The form's fields other than 'file' and 'metadata' exceed {self.metadata_limit} bytes.",
+                    {"limit": "max_metadata_bytes", "value": self.metadata_limit},
                 )
 
 

@@ -121,8 +121,8 @@ def create_version(
         session.commit()
     except BaseException:
         session.rollback()
-        created = [blob.sha256 for blob in stored if blob.created]
-        artifacts_service.release_blobs(session=session, store=store, hashes=created, grace_seconds=0)
+        for blob in stored:
+            store.discard(blob)
         raise
     return version
 

@@ -30,49 +30,71 @@ def _job(client: httpx.Client, job_id: str) -> dict[str, Any]:
 
 
 def test_serve_supervises_a_worker_that_converts(tmp_path: Path, data_dir: Path, database_url: str) -> None:
-    with running_server(data_dir, database_url, tmp_path / "serve.log", "--conversion-workers", "1") as url, httpx.Client(
-        base_url=url, timeout=60
-    ) as client:
+    with (
+        running_server(data_dir, database_url, tmp_path / "serve.log", "--conversion-workers", "1") as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
         client.post("/v1/models", json={"name": "demo", "architecture": "simple-linear"})
         assert client.post("/v1/models/demo/versions", content=_body(SimpleModel())).status_code == 201
         job = client.post("/v1/models/demo/versions/1/onnx").json()
-        done = wait_for(lambda: (j := _job(client, job["id"]))["status"] in ("succeeded", "failed") and j, 120, what="the job")
+        done = wait_for(
+            lambda: (j := _job(client, job["id"]))["status"] in ("succeeded", "failed") and j,
+            120,
+            what="the job",
+        )
         assert done["status"] == "succeeded", done  # type: ignore[index]
         assert client.get("/v1/models/demo/versions/1/artifacts/onnx").status_code == 200
 
 
-def test_a_killed_worker_job_is_taken_over_after_its_lease(tmp_path: Path, data_dir: Path, database_url: str) -> None:
+def test_a_killed_worker_job_is_taken_over_after_its_lease(
+    tmp_path: Path, data_dir: Path, database_url: str
+) -> None:
     lease = {"WEIGHTVAULT_JOB_LEASE_SECONDS": "3", "WEIGHTVAULT_WORKER_POLL_SECONDS": "0.2"}
-    with running_server(data_dir, database_url, tmp_path / "serve.log", "--conversion-workers", "0") as url, httpx.Client(
-        base_url=url, timeout=60
-    ) as client:
+    with (
+        running_server(data_dir, database_url, tmp_path / "serve.log", "--conversion-workers", "0") as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
         client.post("/v1/models", json={"name": "slow", "architecture": "sleepy"})
         assert client.post("/v1/models/slow/versions", content=_body(Sleepy())).status_code == 201
         job = client.post("/v1/models/slow/versions/1/onnx").json()
-        with running_worker(data_dir, database_url, tmp_path / "a.log", WEIGHTVAULT_TEST_EXPORT_SLEEP="600", **lease) as first:
-            running = wait_for(lambda: (j := _job(client, job["id"]))["status"] == "running" and j, 120, what="a claim")
+        with running_worker(
+            data_dir, database_url, tmp_path / "a.log", WEIGHTVAULT_TEST_EXPORT_SLEEP="600", **lease
+        ) as first:
+            running = wait_for(
+                lambda: (j := _job(client, job["id"]))["status"] == "running" and j, 120, what="a claim"
+            )
             assert running["attempts"] == 1  # type: ignore[index]
             os.kill(first.pid, signal.SIGKILL)
             first.wait()
         with running_worker(data_dir, database_url, tmp_path / "b.log", **lease):
-            done = wait_for(lambda: (j := _job(client, job["id"]))["status"] in ("succeeded", "failed") and j, 120, what="the retry")
+            done = wait_for(
+                lambda: (j := _job(client, job["id"]))["status"] in ("succeeded", "failed") and j,
+                120,
+                what="the retry",
+            )
         assert done["status"] == "succeeded", done  # type: ignore[index]
         assert done["attempts"] == 2  # type: ignore[index]
 
 
 def test_two_workers_never_run_the_same_job(tmp_path: Path, data_dir: Path, database_url: str) -> None:
-    with running_server(data_dir, database_url, tmp_path / "serve.log", "--conversion-workers", "0") as url, httpx.Client(
-        base_url=url, timeout=60
-    ) as client:
+    with (
+        running_server(data_dir, database_url, tmp_path / "serve.log", "--conversion-workers", "0") as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
         client.post("/v1/models", json={"name": "demo", "architecture": "simple-linear"})
         job_ids = []
         for seed in range(6):
             torch.manual_seed(seed)
             assert client.post("/v1/models/demo/versions", content=_body(SimpleModel())).status_code == 201
             job_ids.append(client.post(f"/v1/models/demo/versions/{seed + 1}/onnx").json()["id"])
-        with running_worker(data_dir, database_url, tmp_path / "w1.log"), running_worker(data_dir, database_url, tmp_path / "w2.log"):
+        with (
+            running_worker(data_dir, database_url, tmp_path / "w1.log"),
+            running_worker(data_dir, database_url, tmp_path / "w2.log"),
+        ):
             wait_for(
-                lambda: all(_job(client, j)["status"] in ("succeeded", "failed") for j in job_ids), 240, what="all jobs"
+                lambda: all(_job(client, j)["status"] in ("succeeded", "failed") for j in job_ids),
+                240,
+                what="all jobs",
             )
         jobs = [_job(client, j) for j in job_ids]
         assert [j["status"] for j in jobs] == ["succeeded"] * 6
