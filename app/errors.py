@@ -99,6 +99,11 @@ class LimitExceeded(BadRequest):
     code = "limit_exceeded"
 
 
+class UploadTimeout(BadRequest):
+    status = 408
+    code = "upload_timeout"
+
+
 class NotFound(WeightvaultError):
     status = 404
     code = "not_found"

@@ -6,12 +6,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from app import __version__
 from app.api.errors import install_error_handlers
 from app.architectures.router import router as architectures_router
 from app.artifacts.router import router as artifacts_router
+from app.auth.policy import authorize
 from app.jobs.router import router as jobs_router
 from app.models.router import router as models_router
 from app.ops.router import router as ops_router
@@ -31,7 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runtime = open_runtime(chosen, migrate=chosen.migrate_on_start)
         app.state.runtime = runtime
         log.info("weightvault %s serving data dir %s", __version__, chosen.data_dir.resolve())
-        if chosen.auth == "off":
+        if not chosen.auth_enabled:
             log.warning("authentication is off: every request is allowed (set WEIGHTVAULT_AUTH=on)")
         try:
             yield
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="A model-artifact store for PyTorch: upload checkpoints, get proven full/weights/ONNX artifacts.",
         lifespan=lifespan,
+        dependencies=[Depends(authorize)],
     )
     install_error_handlers(app)
     for router in (

@@ -37,6 +37,7 @@ class Runtime:
         return UploadLimits(
             max_upload_bytes=self.settings.max_upload_bytes,
             max_metadata_bytes=self.settings.max_metadata_bytes,
+            idle_timeout_seconds=self.settings.upload_idle_timeout_seconds,
         )
 
     def database_ok(self) -> bool:

@@ -20,7 +20,8 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("./storage")
     database_url: str | None = None
-    auth: Literal["off", "on"] = "off"
+    # None: on when `serve` binds a non-loopback address, off otherwise.
+    auth: Literal["off", "on"] | None = None
     max_upload_bytes: int = Field(default=16 * GiB, gt=0)
     max_metadata_bytes: int = Field(default=64 * 1024, gt=0)
     max_tensors: int = Field(default=100_000, gt=0)
@@ -28,6 +29,8 @@ class Settings(BaseSettings):
     max_safetensors_header_bytes: int = Field(default=100 * MiB, gt=0)
     max_page_size: int = Field(default=500, gt=0)
     architecture_modules: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    upload_idle_timeout_seconds: float = Field(default=60.0, gt=0)
+    gc_grace_seconds: float = Field(default=3600.0, ge=0)
     conversion_workers: int = Field(default=1, ge=0, le=64)
     job_lease_seconds: float = Field(default=30.0, gt=0)
     job_time_limit_seconds: float = Field(default=900.0, gt=0)
@@ -43,6 +46,10 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.auth == "on"
 
     @property
     def effective_database_url(self) -> str:

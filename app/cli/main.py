@@ -8,15 +8,26 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from app.settings import get_settings
 
+if TYPE_CHECKING:
+    from app.runtime import Runtime
+
 cli = typer.Typer(help="weightvault: a model-artifact store for PyTorch.", no_args_is_help=True)
 db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
+token_cli = typer.Typer(help="API tokens (shown once, stored as a hash).", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
+cli.add_typer(token_cli, name="token")
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _is_loopback(host: str) -> bool:
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
 
 
 @cli.command()
@@ -42,6 +53,11 @@ def serve(
     # Migrate once here, so several API processes (and the workers) do not race to do it.
     upgrade(settings.effective_database_url)
     os.environ["WEIGHTVAULT_MIGRATE_ON_START"] = "false"
+    if settings.auth is None:
+        # Anyone who can reach a non-loopback address could otherwise write and delete models.
+        os.environ["WEIGHTVAULT_AUTH"] = "on" if not _is_loopback(host) else "off"
+    # The app (in this process when --workers is 1) must read the settings decided above.
+    get_settings.cache_clear()
     count = settings.conversion_workers if conversion_workers is None else conversion_workers
     supervisor = None
     if count > 0:
@@ -95,6 +111,121 @@ def worker(
             job_worker.run_forever(stop)
     finally:
         runtime.close()
+
+
+def _runtime() -> Runtime:
+    from app.runtime import open_runtime
+
+    return open_runtime(get_settings(), migrate=True)
+
+
+@token_cli.command("create")
+def token_create(
+    scope: Annotated[str, typer.Option(help="read, write or admin.")] = "read",
+    name: Annotated[str | None, typer.Option(help="A note on who or what uses it.")] = None,
+) -> None:
+    """Create a token; it is printed once, alone on the last line."""
+    from app.auth.service import SCOPES, create_token
+
+    if scope not in SCOPES:
+        raise typer.BadParameter(f"scope must be one of {', '.join(SCOPES)}", param_hint="--scope")
+    runtime = _runtime()
+    try:
+        with runtime.sessions() as session:
+            token, text = create_token(session=session, scope=scope, name=name)
+        typer.echo(
+            f"created token {token.public_id} with scope {scope}; store it now, it is not shown again:",
+            err=True,
+        )
+        typer.echo(text)
+    finally:
+        runtime.close()
+
+
+@token_cli.command("list")
+def token_list() -> None:
+    """List tokens (never their secrets)."""
+    from app.auth.service import list_tokens
+
+    runtime = _runtime()
+    try:
+        with runtime.sessions() as session:
+            for token in list_tokens(session=session):
+                state = f"revoked {token.revoked_at.isoformat()}" if token.revoked_at else "active"
+                typer.echo(
+                    f"{token.public_id}\t{token.scope}\t{state}\t{token.created_at.isoformat()}\t{token.name or ''}"
+                )
+    finally:
+        runtime.close()
+
+
+@token_cli.command("revoke")
+def token_revoke(public_id: Annotated[str, typer.Argument(help="The id shown by 'token list'.")]) -> None:
+    """Revoke a token; requests with it get 401 from then on."""
+    from app.auth.service import revoke_token
+
+    runtime = _runtime()
+    try:
+        with runtime.sessions() as session:
+            if not revoke_token(session=session, public_id=public_id):
+                typer.echo(f"no active token {public_id}", err=True)
+                raise typer.Exit(1)
+        typer.echo(f"revoked {public_id}")
+    finally:
+        runtime.close()
+
+
+@cli.command()
+def fsck(
+    quick: Annotated[bool, typer.Option(help="Skip re-hashing blob contents.")] = False,
+) -> None:
+    """Check every stored file against its sha256 and every row against its file; exit 1 on a problem."""
+    from app.maintenance.service import fsck as run_fsck
+
+    runtime = _runtime()
+    try:
+        with runtime.sessions() as session:
+            report = run_fsck(session=session, store=runtime.store, rehash=not quick)
+    finally:
+        runtime.close()
+    for note in report.notes:
+        typer.echo(f"note: {note}")
+    for problem in report.problems:
+        typer.echo(f"problem: {problem}")
+    typer.echo(
+        f"checked {report.checked_rows} artifact rows and {report.checked_blobs} blobs: "
+        + ("clean" if report.clean else f"{len(report.problems)} problem(s)")
+    )
+    raise typer.Exit(0 if report.clean else 1)
+
+
+@cli.command()
+def gc(
+    grace_seconds: Annotated[
+        float | None,
+        typer.Option(
+            help="Keep unreferenced blobs touched this recently (default WEIGHTVAULT_GC_GRACE_SECONDS)."
+        ),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Only list what would be removed.")] = False,
+) -> None:
+    """Remove stored files that no version references any more (after deletes)."""
+    from app.maintenance.service import gc as run_gc
+
+    runtime = _runtime()
+    grace = runtime.settings.gc_grace_seconds if grace_seconds is None else grace_seconds
+    try:
+        with runtime.sessions() as session:
+            report = run_gc(session=session, store=runtime.store, grace_seconds=grace, dry_run=dry_run)
+    finally:
+        runtime.close()
+    verb = "would remove" if dry_run else "removed"
+    for name in report.removed:
+        typer.echo(f"{verb} {name}")
+    typer.echo(
+        f"{verb} {len(report.removed)} blob(s), {report.freed_bytes} bytes; "
+        f"kept {len(report.kept_recent)} recent unreferenced blob(s) (grace {grace:g} s)"
+    )
 
 
 @db_cli.command("upgrade")

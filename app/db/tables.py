@@ -1,9 +1,10 @@
 """Import every table so ``Base.metadata`` is complete (Alembic and tests use this)."""
 
 from app.artifacts.models import Artifact
+from app.auth.models import ApiToken
 from app.db.base import Base
 from app.jobs.models import Job
 from app.models.models import Alias, RegisteredModel
 from app.versions.models import Version
 
-__all__ = ["Alias", "Artifact", "Base", "Job", "RegisteredModel", "Version"]
+__all__ = ["Alias", "ApiToken", "Artifact", "Base", "Job", "RegisteredModel", "Version"]

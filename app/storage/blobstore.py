@@ -46,7 +46,8 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _owner_is_alive(folder: Path) -> bool:
+def owner_is_alive(folder: Path) -> bool:
+    """Whether the process that staged into ``folder`` still runs (it holds the folder's flock)."""
     lock = folder / ".lock"
     try:
         fd = os.open(lock, os.O_RDWR)
@@ -81,7 +82,7 @@ class BlobStore:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         for leftover in self.tmp_dir.iterdir():
             if leftover.is_dir() and not leftover.is_symlink():
-                if _owner_is_alive(leftover):
+                if owner_is_alive(leftover):
                     continue
                 shutil.rmtree(leftover, ignore_errors=True)
             else:
@@ -99,6 +100,14 @@ class BlobStore:
             shutil.rmtree(self._own_tmp, ignore_errors=True)
             os.close(self._lock_fd)
             self._own_tmp, self._lock_fd = None, None
+
+    def leftovers(self) -> list[Path]:
+        """Staging folders and files of processes that are gone (removed at the next start-up)."""
+        if not self.tmp_dir.is_dir():
+            return []
+        return [
+            p for p in self.tmp_dir.iterdir() if p != self._own_tmp and not (p.is_dir() and owner_is_alive(p))
+        ]
 
     @property
     def staging_root(self) -> Path:

@@ -10,16 +10,25 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import anyio
 import anyio.to_thread
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-from app.errors import InvalidMetadata, InvalidRequest, LimitExceeded, TooLarge, UnreadableCheckpoint
+from app.errors import (
+    InvalidMetadata,
+    InvalidRequest,
+    LimitExceeded,
+    TooLarge,
+    UnreadableCheckpoint,
+    UploadTimeout,
+)
 from app.versions.service import ReceivedUpload
 
 BATCH_BYTES = 8 * 1024 * 1024
@@ -34,6 +43,25 @@ MAX_FILENAME_CHARS = 255
 class UploadLimits:
     max_upload_bytes: int
     max_metadata_bytes: int
+    idle_timeout_seconds: float = 60.0
+
+
+async def _chunks(request: Request, idle_timeout: float) -> AsyncIterator[bytes]:
+    """The body's chunks; a client that sends nothing for ``idle_timeout`` seconds is dropped."""
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            with anyio.fail_after(idle_timeout):
+                chunk = await stream.__anext__()
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise UploadTimeout(
+                f"The upload stalled: no bytes for {idle_timeout:g} s (WEIGHTVAULT_UPLOAD_IDLE_TIMEOUT_SECONDS); "
+                "nothing was kept, send it again.",
+                {"limit": "upload_idle_timeout_seconds", "value": idle_timeout},
+            ) from None
+        yield chunk
 
 
 class _HashingWriter:
@@ -143,7 +171,7 @@ async def receive_upload(
 async def _receive_raw(request: Request, dest: Path, limits: UploadLimits) -> ReceivedUpload:
     with dest.open("wb") as handle:
         writer = _HashingWriter(handle, limits.max_upload_bytes)
-        async for chunk in request.stream():
+        async for chunk in _chunks(request, limits.idle_timeout_seconds):
             writer.add(chunk)
             await writer.flush()
         await writer.flush(force=True)
@@ -254,7 +282,7 @@ async def _receive_multipart(
             max_header_count=16,
         )
         try:
-            async for chunk in request.stream():
+            async for chunk in _chunks(request, limits.idle_timeout_seconds):
                 parser.write(chunk)
                 await state.writer.flush()
             parser.finalize()

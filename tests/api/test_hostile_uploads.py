@@ -63,3 +63,48 @@ def test_empty_body_is_unreadable(client: TestClient) -> None:
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "unreadable_checkpoint"
     assert "empty" in response.json()["error"]["message"]
+
+
+HOSTILE_NAMES = {
+    "../../../../etc/passwd": "passwd",
+    "/absolute/path/model.pt": "model.pt",
+    "..\\..\\windows\\model.pt": "model.pt",
+    "nul\x00byte.pt": "nulbyte.pt",
+    "crlf\r\nX-Injected: yes.pt": "",
+    "x" * 4096: "x" * 255,
+}
+
+
+@pytest.mark.parametrize("raw", sorted(HOSTILE_NAMES))
+def test_hostile_file_names_are_metadata_only(
+    client: TestClient, tmp_path: Path, data_dir: Path, raw: str
+) -> None:
+    from tests.checkpoints import SimpleModel, save
+
+    create_model(client)
+    path = save(SimpleModel().state_dict(), tmp_path / "w.pt")
+    # Built by hand: httpx would escape the name, and the point is what the server does with raw bytes.
+    boundary = "hostile-boundary"
+    disposition = b'Content-Disposition: form-data; name="file"; filename="' + raw.encode() + b'"'
+    body = b"--" + boundary.encode() + b"\r\n" + disposition + b"\r\n\r\n" + path.read_bytes()
+    body += b"\r\n--" + boundary.encode() + b"--\r\n"
+    response = client.post(
+        "/v1/models/demo/versions",
+        content=body,
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert response.status_code == 201, response.text
+    stored = response.json()["source"]["filename"]
+    assert not any(ch in stored for ch in "\r\n\x00/\\") and len(stored) <= 255
+    if "\r\n" not in raw:  # a raw line break ends the part header; what is left of the name is harmless
+        assert stored == HOSTILE_NAMES[raw]
+    download = client.get("/v1/models/demo/versions/1/artifacts/weights")
+    assert download.headers["content-disposition"] == 'attachment; filename="demo-v1-weights.safetensors"'
+    assert "x-injected" not in download.headers
+    outside = [
+        p
+        for p in tmp_path.rglob("*")
+        if p.is_file() and data_dir not in p.parents and p != path and not p.name.startswith("weightvault.db")
+    ]
+    assert outside == [], "nothing may be written outside the data dir"
+    assert all(p.name != HOSTILE_NAMES[raw] for p in data_dir.rglob("*"))
