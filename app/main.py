@@ -15,6 +15,8 @@ from app.artifacts.router import router as artifacts_router
 from app.auth.policy import authorize
 from app.jobs.router import router as jobs_router
 from app.models.router import router as models_router
+from app.ops.logs import configure_logging
+from app.ops.middleware import RequestContextMiddleware
 from app.ops.router import router as ops_router
 from app.runtime import open_runtime
 from app.settings import Settings, get_settings
@@ -26,6 +28,9 @@ log = logging.getLogger("weightvault")
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; start-up creates the data dir, applies migrations and cleans staging leftovers."""
     chosen = settings or get_settings()
+    if not logging.getLogger().handlers:
+        # An API process spawned by uvicorn for --workers N starts with no logging set up.
+        configure_logging(chosen.log_level, chosen.log_json)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -47,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[Depends(authorize)],
     )
     install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
     for router in (
         ops_router,
         architectures_router,

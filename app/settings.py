@@ -19,6 +19,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WEIGHTVAULT_", env_file=".env", extra="ignore")
 
     data_dir: Path = Path("./storage")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    api_workers: int = Field(default=1, ge=1, le=64)
+    log_level: str = "info"
+    log_json: bool | None = None  # None: JSON lines unless stderr is a terminal
     database_url: str | None = None
     # None: on when `serve` binds a non-loopback address, off otherwise.
     auth: Literal["off", "on"] | None = None

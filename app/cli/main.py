@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -32,16 +32,15 @@ def _is_loopback(host: str) -> bool:
 
 @cli.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
-    workers: Annotated[int, typer.Option(help="API processes.")] = 1,
+    host: Annotated[str | None, typer.Option(help="Address to bind (WEIGHTVAULT_HOST, 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind (WEIGHTVAULT_PORT, 8000).")] = None,
+    workers: Annotated[int | None, typer.Option(help="API processes (WEIGHTVAULT_API_WORKERS, 1).")] = None,
     conversion_workers: Annotated[
         int | None,
         typer.Option(
-            help="Conversion worker processes to supervise (default WEIGHTVAULT_CONVERSION_WORKERS, 1); 0 for none."
+            help="Conversion worker processes to supervise (WEIGHTVAULT_CONVERSION_WORKERS, 1); 0 for none."
         ),
     ] = None,
-    log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
 ) -> None:
     """Serve the HTTP API; migrates first and supervises conversion workers unless told not to."""
     import uvicorn
@@ -49,14 +48,19 @@ def serve(
     from app.db.migrate import upgrade
 
     settings = get_settings()
+    bind_host = host or settings.host
+    bind_port = port or settings.port
+    api_processes = workers or settings.api_workers
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # Migrate once here, so several API processes (and the workers) do not race to do it.
     upgrade(settings.effective_database_url)
     os.environ["WEIGHTVAULT_MIGRATE_ON_START"] = "false"
     if settings.auth is None:
         # Anyone who can reach a non-loopback address could otherwise write and delete models.
-        os.environ["WEIGHTVAULT_AUTH"] = "on" if not _is_loopback(host) else "off"
-    # The app (in this process when --workers is 1) must read the settings decided above.
+        os.environ["WEIGHTVAULT_AUTH"] = "on" if not _is_loopback(bind_host) else "off"
+    if api_processes > 1:
+        _prepare_multiprocess_metrics(settings.data_dir)
+    # The app (in this process when there is one API process) must read the settings decided above.
     get_settings.cache_clear()
     count = settings.conversion_workers if conversion_workers is None else conversion_workers
     supervisor = None
@@ -67,10 +71,11 @@ def serve(
         uvicorn.run(
             "app.main:create_app",
             factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_level=log_level,
+            host=bind_host,
+            port=bind_port,
+            workers=api_processes,
+            log_config=None,  # keep the handlers configure_logging installed
+            access_log=False,  # our middleware logs each request with its request id
             loop="uvloop",
             http="httptools",
             timeout_graceful_shutdown=30,
@@ -111,6 +116,16 @@ def worker(
             job_worker.run_forever(stop)
     finally:
         runtime.close()
+
+
+def _prepare_multiprocess_metrics(data_dir: Path) -> None:
+    """Several API processes share their counters through files (prometheus-client multiprocess mode)."""
+    import shutil
+
+    directory = data_dir / "metrics" / str(os.getpid())
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
 
 
 def _runtime() -> Runtime:
@@ -240,5 +255,8 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from app.ops.logs import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
     cli()

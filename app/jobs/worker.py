@@ -26,6 +26,7 @@ from app.jobs import service
 from app.models.models import RegisteredModel
 from app.onnx.export import ConversionFailed, ExportResult, describe_export_error, export_and_check
 from app.onnx.options import OnnxOptions
+from app.ops.logs import job_id_var
 from app.runtime import Runtime
 from app.storage.blobstore import sha256_file
 from app.versions.models import Version
@@ -136,9 +137,11 @@ class Worker:
         watchdog.daemon = True
         keeper.start()
         watchdog.start()
+        context = job_id_var.set(claimed.id)
         try:
             self._run(claimed)
         finally:
+            job_id_var.reset(context)
             watchdog.cancel()
             keeper.stop()
         return True

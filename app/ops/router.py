@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from app import __version__
 from app.api.errors import ErrorResponse, error_body
 from app.deps import RuntimeDep
+from app.ops.metrics import render
 
 router = APIRouter(tags=["operations"])
 
@@ -34,5 +35,5 @@ async def readyz(runtime: RuntimeDep) -> dict[str, object] | JSONResponse:
 
 
 @router.get("/metrics")
-def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+def metrics(runtime: RuntimeDep) -> Response:
+    return Response(render(runtime), media_type=CONTENT_TYPE_LATEST)

@@ -5,11 +5,19 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.api.pagination import Page, page_of
+from app.architectures.registry import ArchitectureRegistry
 from app.deps import PageDep, RegistryDep, RuntimeDep, SessionDep, StoreDep, ValidModel, ValidVersion
+from app.errors import WeightvaultError
+from app.models.models import RegisteredModel
+from app.ops.metrics import UPLOADS
+from app.runtime import Runtime
+from app.storage.blobstore import BlobStore
 from app.versions import service
+from app.versions.models import Version
 from app.versions.receive import receive_upload
 from app.versions.schemas import VersionRead
 
@@ -48,6 +56,24 @@ async def upload_version(
     """Upload a checkpoint (raw body or multipart field `file`); 201 once it was loaded, run and stored."""
     # Release the connection (and any read snapshot) before a possibly long transfer.
     await run_in_threadpool(session.close)
+    try:
+        version = await _receive_and_ingest(request, model, session, store, registry, runtime, metadata)
+    except WeightvaultError as exc:
+        UPLOADS.labels(exc.code).inc()
+        raise
+    UPLOADS.labels("accepted").inc()
+    return service.to_read(version, model=model)
+
+
+async def _receive_and_ingest(
+    request: Request,
+    model: RegisteredModel,
+    session: Session,
+    store: BlobStore,
+    registry: ArchitectureRegistry,
+    runtime: Runtime,
+    metadata: str | None,
+) -> Version:
     with store.staging() as workdir:
         received, user_metadata = await receive_upload(
             request, dest=workdir / "upload", limits=runtime.upload_limits, metadata_param=metadata
@@ -64,7 +90,7 @@ async def upload_version(
                 workdir=workdir,
             )
         )
-    return service.to_read(version, model=model)
+    return version
 
 
 @router.get("")
