@@ -29,7 +29,8 @@ def resolve_format(kind: str, fmt: str | None) -> str:
     return fmt
 
 
-def download_filename(model: str, version: int, kind: str, fmt: str) -> str:
+def download_filename(model: str, version: int, kind: str, fmt: str, packaging: str | None = None) -> str:
     if kind == "onnx":
-        return f"{model}-v{version}.onnx"
+        # Past protobuf's 2 GB limit the model and its external data travel together as one zip.
+        return f"{model}-v{version}.onnx.zip" if packaging == "zip" else f"{model}-v{version}.onnx"
     return f"{model}-v{version}-{kind}.{fmt}"

@@ -47,7 +47,8 @@ def download_artifact(
     """The artifact's bytes; ETag is the sha256, Range gives 206, If-None-Match gives 304."""
     artifact = service.find_artifact(version=version, kind=kind, fmt=format)
     etag = f'"{artifact.sha256}"'
-    filename = download_filename(model.name, version.number, artifact.kind, artifact.format)
+    packaging = artifact.validation.get("packaging")
+    filename = download_filename(model.name, version.number, artifact.kind, artifact.format, packaging)
     headers = {
         "ETag": etag,
         "Accept-Ranges": "bytes",
@@ -59,5 +60,8 @@ def download_artifact(
         return Response(status_code=304, headers=headers)
     path = store.path_for(artifact.sha256)
     return BlobResponse(
-        path, headers=headers, media_type="application/octet-stream", stat_result=os.stat(path)
+        path,
+        headers=headers,
+        media_type="application/zip" if packaging == "zip" else "application/octet-stream",
+        stat_result=os.stat(path),
     )

@@ -70,7 +70,9 @@ def snapshot_read(snapshot: dict[str, Any], *, model: str, version: int) -> Arti
     return ArtifactRead.model_validate(
         {
             **snapshot,
-            "filename": download_filename(model, version, kind, fmt),
+            "filename": download_filename(
+                model, version, kind, fmt, snapshot.get("validation", {}).get("packaging")
+            ),
             "url": f"/v1/models/{model}/versions/{version}/artifacts/{kind}?format={fmt}",
         }
     )
@@ -84,6 +86,8 @@ def to_read(artifact: Artifact, *, model: str, version: int) -> ArtifactRead:
         sha256=artifact.sha256,
         created_at=artifact.created_at,
         validation=artifact.validation,
-        filename=download_filename(model, version, artifact.kind, artifact.format),
+        filename=download_filename(
+            model, version, artifact.kind, artifact.format, artifact.validation.get("packaging")
+        ),
         url=f"/v1/models/{model}/versions/{version}/artifacts/{artifact.kind}?format={artifact.format}",
     )
