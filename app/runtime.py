@@ -38,6 +38,7 @@ class Runtime:
             max_upload_bytes=self.settings.max_upload_bytes,
             max_metadata_bytes=self.settings.max_metadata_bytes,
             idle_timeout_seconds=self.settings.upload_idle_timeout_seconds,
+            max_form_parts=self.settings.max_form_parts,
         )
 
     def database_ok(self) -> bool:

@@ -6,7 +6,7 @@ import base64
 import json
 from typing import Annotated, Any, Generic, TypeVar
 
-from fastapi import Query
+from fastapi import Query, Request
 from pydantic import BaseModel
 
 from app.errors import InvalidCursor
@@ -48,10 +48,18 @@ def decode_cursor(cursor: str) -> Any:
 
 
 def page_params(
-    limit: Annotated[int, Query(ge=1, description="Page size; values above 500 are capped.")] = DEFAULT_LIMIT,
+    request: Request,
+    limit: Annotated[
+        int, Query(ge=1, description="Page size; larger values are capped (500 by default).")
+    ] = DEFAULT_LIMIT,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> PageParams:
-    return PageParams(limit=min(limit, MAX_LIMIT), after=decode_cursor(cursor) if cursor else None)
+    cap = (
+        request.app.state.runtime.settings.max_page_size
+        if hasattr(request.app.state, "runtime")
+        else MAX_LIMIT
+    )
+    return PageParams(limit=min(limit, cap), after=decode_cursor(cursor) if cursor else None)
 
 
 def page_of(rows: list[T], params: PageParams, key: Any) -> tuple[list[T], str | None]:

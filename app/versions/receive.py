@@ -33,7 +33,6 @@ from app.versions.service import ReceivedUpload
 
 BATCH_BYTES = 8 * 1024 * 1024
 MULTIPART_OVERHEAD = 1024 * 1024  # boundaries, part headers and a metadata field on top of the file
-MAX_PARTS = 16
 FILE_FIELD = "file"
 METADATA_FIELD = "metadata"
 MAX_FILENAME_CHARS = 255
@@ -44,6 +43,7 @@ class UploadLimits:
     max_upload_bytes: int
     max_metadata_bytes: int
     idle_timeout_seconds: float = 60.0
+    max_form_parts: int = 16
 
 
 async def _chunks(request: Request, idle_timeout: float) -> AsyncIterator[bytes]:
@@ -193,6 +193,7 @@ def _refuse_empty(writer: _HashingWriter) -> None:
 class _MultipartState:
     writer: _HashingWriter
     metadata_limit: int
+    max_parts: int
     parts: int = 0
     header_field: bytearray = field(default_factory=bytearray)
     header_value: bytearray = field(default_factory=bytearray)
@@ -206,9 +207,10 @@ class _MultipartState:
 
     def on_part_begin(self) -> None:
         self.parts += 1
-        if self.parts > MAX_PARTS:
+        if self.parts > self.max_parts:
             raise LimitExceeded(
-                f"The form has more than {MAX_PARTS} parts.", {"limit": "max_parts", "value": MAX_PARTS}
+                f"The form has more than {self.max_parts} parts (WEIGHTVAULT_MAX_FORM_PARTS).",
+                {"limit": "max_form_parts", "value": self.max_parts},
             )
         self.headers = {}
         self.current = None
@@ -267,7 +269,9 @@ async def _receive_multipart(
         raise InvalidRequest("The multipart body has no boundary in its Content-Type header.")
     with dest.open("wb") as handle:
         state = _MultipartState(
-            writer=_HashingWriter(handle, limits.max_upload_bytes), metadata_limit=limits.max_metadata_bytes
+            writer=_HashingWriter(handle, limits.max_upload_bytes),
+            metadata_limit=limits.max_metadata_bytes,
+            max_parts=limits.max_form_parts,
         )
         parser = MultipartParser(
             boundary,

@@ -55,12 +55,20 @@ def test_metrics_count_requests_bytes_uploads_and_storage(client: TestClient, tm
 def test_every_response_carries_a_request_id(client: TestClient) -> None:
     generated = client.get("/healthz").headers["x-request-id"]
     assert len(generated) == 32
-    assert client.get("/v1/models/ghost", headers={"X-Request-ID": "trace-123"}).headers["x-request-id"] == "trace-123"
-    assert client.get("/healthz", headers={"X-Request-ID": "bad id\\with junk"}).headers["x-request-id"] != "bad id\\with junk"
+    assert (
+        client.get("/v1/models/ghost", headers={"X-Request-ID": "trace-123"}).headers["x-request-id"]
+        == "trace-123"
+    )
+    assert (
+        client.get("/healthz", headers={"X-Request-ID": "bad id\\with junk"}).headers["x-request-id"]
+        != "bad id\\with junk"
+    )
 
 
 def test_json_log_lines_carry_the_request_id() -> None:
-    record = logging.makeLogRecord({"name": "weightvault.access", "levelname": "INFO", "msg": "GET /x 200", "status": 200})
+    record = logging.makeLogRecord(
+        {"name": "weightvault.access", "levelname": "INFO", "msg": "GET /x 200", "status": 200}
+    )
     token = request_id_var.set("abc123")
     try:
         ContextFilter().filter(record)
@@ -70,7 +78,9 @@ def test_json_log_lines_carry_the_request_id() -> None:
     assert line["request_id"] == "abc123" and line["message"] == "GET /x 200" and line["status"] == 200
 
 
-def test_readyz_fails_when_storage_or_database_is_unusable(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_readyz_fails_when_storage_or_database_is_unusable(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
     runtime = client.app.state.runtime  # type: ignore[attr-defined]
     assert client.get("/readyz").status_code == 200
     shutil.rmtree(runtime.store.staging_root)

@@ -189,3 +189,27 @@ def test_a_tolerance_too_tight_fails_without_an_artifact(
 
 def test_test_architectures_are_registered() -> None:
     assert {"bessel", "branchy", "sleepy"} <= {a.name for a in load_registry([TEST_ARCHITECTURES]).all()}
+
+
+def test_a_job_whose_workers_keep_dying_fails_with_a_reason(client: TestClient, tmp_path: Path) -> None:
+    import time
+
+    from app.jobs import service
+    from app.jobs.models import Job
+
+    _push_module(client, tmp_path, "demo", "simple-linear", SimpleModel())
+    job_id = client.post("/v1/models/demo/versions/1/onnx").json()["id"]
+    runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    with runtime.sessions() as session:
+        session.query(Job).filter(Job.id == job_id).update({"max_attempts": 2})
+        session.commit()
+    for attempt in (1, 2):
+        with runtime.sessions() as session:
+            claimed = service.claim_next(session=session, worker_id=f"doomed-{attempt}", lease_seconds=0.2)
+            assert claimed is not None and claimed.id == job_id and claimed.attempts == attempt
+        time.sleep(0.3)  # the worker "dies": its lease lapses unrenewed
+    with runtime.sessions() as session:
+        assert service.claim_next(session=session, worker_id="survivor", lease_seconds=30) is None
+    failed = client.get(f"/v1/jobs/{job_id}").json()
+    assert failed["status"] == "failed" and failed["error"]["code"] == "worker_lost"
+    assert "2 times" in failed["error"]["message"]

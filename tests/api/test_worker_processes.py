@@ -102,3 +102,26 @@ def test_two_workers_never_run_the_same_job(tmp_path: Path, data_dir: Path, data
     logs = (tmp_path / "w1.log").read_text() + (tmp_path / "w2.log").read_text()
     for job_id in job_ids:
         assert logs.count(f"running job {job_id}") == 1, logs[-2000:]
+
+
+def test_a_runaway_export_is_stopped_at_the_time_limit(
+    tmp_path: Path, data_dir: Path, database_url: str
+) -> None:
+    with (
+        running_server(data_dir, database_url, tmp_path / "serve.log", "--conversion-workers", "0") as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
+        client.post("/v1/models", json={"name": "slow", "architecture": "sleepy"})
+        assert client.post("/v1/models/slow/versions", content=_body(Sleepy())).status_code == 201
+        job = client.post("/v1/models/slow/versions/1/onnx").json()
+        env = {"WEIGHTVAULT_TEST_EXPORT_SLEEP": "600", "WEIGHTVAULT_JOB_TIME_LIMIT_SECONDS": "3"}
+        with running_worker(data_dir, database_url, tmp_path / "w.log", **env) as worker:
+            failed = wait_for(
+                lambda: (j := _job(client, job["id"]))["status"] == "failed" and j, 120, what="the time limit"
+            )
+            assert worker.wait(timeout=30) == 75, "the worker process ends after a runaway job"
+        assert failed["error"]["code"] == "time_limit"  # type: ignore[index]
+        assert "3 s" in failed["error"]["message"]  # type: ignore[index]
+    from tests.api.test_operations import cli
+
+    assert cli(data_dir, database_url, "fsck").returncode == 0

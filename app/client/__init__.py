@@ -1,0 +1,62 @@
+"""The weightvault Python client: push checkpoints from a training script, pull and load them back.
+
+    from app.client import Client
+
+    client = Client("http://127.0.0.1:8000", token=...)
+    client.push("mnist", model, optimizer=opt, epoch=10, metadata={"acc": 0.98})
+    model = client.load_into(Net(), "mnist@production")
+    epoch = client.resume("mnist", model, optimizer)
+    path = client.to_onnx("mnist:3", wait=True)
+
+It needs httpx (and torch to load weights), never the server's dependencies.
+"""
+
+from app.client.client import Client
+from app.client.download import Pulled
+from app.client.errors import (
+    ApiError,
+    BadRequest,
+    ChecksumMismatch,
+    Conflict,
+    ConnectionFailed,
+    ConversionFailed,
+    Forbidden,
+    InvalidRef,
+    NotFound,
+    RequestRejected,
+    ServerError,
+    TooLarge,
+    Unauthorized,
+    UnexpectedResponse,
+    WaitTimeout,
+    WeightvaultError,
+)
+from app.client.refs import Ref, parse_ref
+from app.client.resources import Artifact, Job, Model, Version
+
+__all__ = [
+    "ApiError",
+    "Artifact",
+    "BadRequest",
+    "ChecksumMismatch",
+    "Client",
+    "Conflict",
+    "ConnectionFailed",
+    "ConversionFailed",
+    "Forbidden",
+    "InvalidRef",
+    "Job",
+    "Model",
+    "NotFound",
+    "Pulled",
+    "Ref",
+    "RequestRejected",
+    "ServerError",
+    "TooLarge",
+    "Unauthorized",
+    "UnexpectedResponse",
+    "Version",
+    "WaitTimeout",
+    "WeightvaultError",
+    "parse_ref",
+]

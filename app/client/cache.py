@@ -1,0 +1,138 @@
+"""The local download cache, keyed by sha256 (the layout of huggingface_hub's, flattened).
+
+    <root>/blobs/<sha256>              verified files, read-only
+    <root>/blobs/<sha256>.incomplete   a download in progress or interrupted (resumed with Range)
+    <root>/blobs/<sha256>.lock         held while one process writes that blob
+    <root>/refs/<key>.json             what a (server, model, ref, kind, format) answered last:
+                                       {"sha256", "filename", "size"}; sent back as If-None-Match
+
+The root is $WEIGHTVAULT_CACHE, else $XDG_CACHE_HOME/weightvault, else ~/.cache/weightvault.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; concurrent pulls of one blob may both download it
+    fcntl = None  # type: ignore[assignment]
+
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+COPY_CHUNK_BYTES = 4 * 1024 * 1024
+
+
+def default_cache_dir() -> Path:
+    if explicit := os.environ.get("WEIGHTVAULT_CACHE"):
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "weightvault"
+
+
+def check_sha256(value: str) -> str:
+    if not SHA256.fullmatch(value):
+        raise ValueError(f"{value[:80]!r} is not a sha256 hex digest")
+    return value
+
+
+@dataclass(frozen=True)
+class RefEntry:
+    sha256: str
+    filename: str | None
+    size: int | None
+
+
+class Cache:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.blobs = root / "blobs"
+        self.refs = root / "refs"
+
+    @staticmethod
+    def key(*parts: str) -> str:
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+    def blob(self, sha256: str) -> Path:
+        return self.blobs / check_sha256(sha256)
+
+    def partial(self, sha256: str) -> Path:
+        return self.blobs / f"{check_sha256(sha256)}.incomplete"
+
+    def has_blob(self, sha256: str) -> bool:
+        return self.blob(sha256).is_file()
+
+    def partial_size(self, sha256: str) -> int:
+        try:
+            return self.partial(sha256).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def discard_partial(self, sha256: str) -> None:
+        self.partial(sha256).unlink(missing_ok=True)
+
+    def commit(self, sha256: str) -> Path:
+        """Make the verified partial download the blob."""
+        blob = self.blob(sha256)
+        partial = self.partial(sha256)
+        partial.chmod(0o444)
+        os.replace(partial, blob)
+        return blob
+
+    @contextlib.contextmanager
+    def lock(self, sha256: str) -> Iterator[None]:
+        """Held while writing one blob, so two processes never append to the same partial file."""
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        with (self.blobs / f"{check_sha256(sha256)}.lock").open("a") as handle:
+            if fcntl is not None:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+    def read_ref(self, key: str) -> RefEntry | None:
+        try:
+            data = json.loads((self.refs / f"{key}.json").read_text())
+            entry = RefEntry(
+                sha256=check_sha256(data["sha256"]), filename=data.get("filename"), size=data.get("size")
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return entry
+
+    def write_ref(self, key: str, entry: RefEntry) -> None:
+        self.refs.mkdir(parents=True, exist_ok=True)
+        _write_atomically(self.refs / f"{key}.json", json.dumps(asdict(entry)).encode())
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def place(blob: Path, dest: Path) -> Path:
+    """Copy a cached blob to ``dest`` through a temp file in the same folder, so ``dest`` is whole or absent."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.{secrets.token_hex(6)}.tmp"
+    try:
+        # "xb" creates the file with the usual permissions (umask), unlike mkstemp's 0600.
+        with blob.open("rb") as source, tmp.open("xb") as target:
+            shutil.copyfileobj(source, target, COPY_CHUNK_BYTES)
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return dest

@@ -1,0 +1,313 @@
+"""The Python client: ``Client(url, token=...)`` for training scripts and the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+
+from app.client import checkpoint
+from app.client.cache import Cache, default_cache_dir, place
+from app.client.download import Pulled, fetch
+from app.client.errors import Conflict, ConversionFailed, WaitTimeout
+from app.client.progress import Reporter, auto_reporter
+from app.client.refs import Ref, check_name, parse_ref
+from app.client.resources import Job, Model, Version
+from app.client.transport import DEFAULT_CONNECT_RETRY, DEFAULT_TIMEOUT, DEFAULT_URL, Transport
+from app.client.upload import open_source, send
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+M = TypeVar("M", bound="nn.Module")
+DEFAULT_FORMATS = {"full": "pt", "weights": "safetensors", "onnx": "onnx"}
+
+
+class Client:
+    """A weightvault server. ``url`` and ``token`` default to $WEIGHTVAULT_URL and $WEIGHTVAULT_TOKEN.
+
+    Refs are ``"mnist"`` (latest), ``"mnist:3"``, ``"mnist:latest"`` or ``"mnist@production"``.
+    Progress bars show when ``progress`` is true (default: when stderr is a terminal).
+    Errors are the typed exceptions of ``app.client.errors``.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        token: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        connect_retry: float | None = None,
+        progress: bool | Reporter | None = None,
+    ) -> None:
+        url = url or os.environ.get("WEIGHTVAULT_URL") or DEFAULT_URL
+        token = token if token is not None else os.environ.get("WEIGHTVAULT_TOKEN")
+        if connect_retry is None:
+            connect_retry = float(os.environ.get("WEIGHTVAULT_CONNECT_RETRY", DEFAULT_CONNECT_RETRY))
+        self.transport = Transport(url, token=token, timeout=timeout, connect_retry=connect_retry)
+        self.cache = Cache(Path(cache_dir) if cache_dir is not None else default_cache_dir())
+        self.reporter: Reporter = (
+            auto_reporter(progress) if progress is None or isinstance(progress, bool) else progress
+        )
+
+    @property
+    def url(self) -> str:
+        return self.transport.base_url
+
+    def close(self) -> None:
+        self.transport.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # --- models and versions ------------------------------------------------------------------------------
+
+    def create_model(
+        self,
+        name: str,
+        architecture: str,
+        *,
+        config: dict[str, Any] | None = None,
+        description: str | None = None,
+        exist_ok: bool = False,
+    ) -> Model:
+        """Create a model; with ``exist_ok`` an existing one of that name is returned instead of Conflict."""
+        body: dict[str, Any] = {"name": check_name(name), "architecture": architecture}
+        if config is not None:
+            body["config"] = config
+        if description is not None:
+            body["description"] = description
+        try:
+            return Model.from_json(self.transport.json("POST", "/v1/models", json=body))
+        except Conflict:
+            if not exist_ok:
+                raise
+            return self.get_model(name)
+
+    def get_model(self, name: str) -> Model:
+        return Model.from_json(self.transport.json("GET", f"/v1/models/{check_name(name)}"))
+
+    def list_models(self) -> list[Model]:
+        return [Model.from_json(item) for item in self.transport.pages("/v1/models")]
+
+    def list_versions(self, model: str) -> list[Version]:
+        path = f"/v1/models/{check_name(model)}/versions"
+        return [Version.from_json(item) for item in self.transport.pages(path)]
+
+    def get_version(self, ref: str | Ref) -> Version:
+        return Version.from_json(self.transport.json("GET", _ref(ref).path))
+
+    def set_alias(self, model: str, alias: str, version: int | str) -> Model:
+        """Point ``alias`` at a version (a number, or a ref such as ``latest``)."""
+        target: int | str = int(version) if isinstance(version, str) and version.isdigit() else version
+        path = f"/v1/models/{check_name(model)}/aliases/{check_name(alias, 'alias')}"
+        return Model.from_json(self.transport.json("PUT", path, json={"version": target}))
+
+    def delete_alias(self, model: str, alias: str) -> None:
+        self.transport.request(
+            "DELETE", f"/v1/models/{check_name(model)}/aliases/{check_name(alias, 'alias')}"
+        )
+
+    # --- push ----------------------------------------------------------------------------------------------
+
+    def push(
+        self,
+        model: str,
+        source: str | os.PathLike[str] | Any,
+        *,
+        optimizer: torch.optim.Optimizer | None = None,
+        scheduler: Any = None,
+        epoch: int | None = None,
+        step: int | None = None,
+        metadata: dict[str, Any] | None = None,
+        create: bool = False,
+        architecture: str | None = None,
+        config: dict[str, Any] | None = None,
+        description: str | None = None,
+    ) -> Version:
+        """Upload a checkpoint as the model's next version and return it.
+
+        ``source`` is a path, a binary file object, an ``nn.Module`` or a state_dict. With a module or
+        state_dict, ``optimizer``/``scheduler``/``epoch``/``step`` make it a full training checkpoint.
+        ``create=True`` with ``architecture`` (and ``config``) creates the model first if it does not exist.
+        """
+        check_name(model)
+        if create:
+            if architecture is None:
+                raise TypeError(
+                    "create=True needs architecture= (e.g. 'mlp') for a model that does not exist."
+                )
+            self.create_model(model, architecture, config=config, description=description, exist_ok=True)
+        params = {"metadata": json.dumps(metadata, allow_nan=False)} if metadata else {}
+        with open_source(source, optimizer=optimizer, scheduler=scheduler, epoch=epoch, step=step) as upload:
+            data = send(self.transport, model=model, upload=upload, params=params, reporter=self.reporter)
+        return Version.from_json(data)
+
+    # --- pull and load -------------------------------------------------------------------------------------
+
+    def pull(
+        self,
+        ref: str | Ref,
+        *,
+        kind: str = "weights",
+        format: str | None = None,
+        output: str | os.PathLike[str] | None = None,
+    ) -> Pulled:
+        """Download an artifact into the cache (free when already cached) and copy it to ``output``.
+
+        ``output`` may be a directory (the server's file name is used inside it). Without ``output`` the
+        returned path is the cached blob: read it, do not modify it.
+        """
+        target = _ref(ref)
+        fmt = format or DEFAULT_FORMATS.get(kind)
+        params = {"format": fmt} if fmt else {}
+        key = Cache.key(self.url, target.model, target.ref, kind, fmt or "")
+        fetched = fetch(
+            self.transport,
+            f"{target.path}/artifacts/{kind}",
+            params=params,
+            cache=self.cache,
+            key=key,
+            reporter=self.reporter,
+        )
+        if output is None:
+            return fetched
+        dest = Path(output)
+        if dest.is_dir():
+            dest = dest / (fetched.filename or f"{target.model}-{kind}.{fmt}")
+        return dataclasses.replace(fetched, path=place(fetched.path, dest))
+
+    def load_weights(
+        self, ref: str | Ref, *, format: str = "safetensors", device: str = "cpu"
+    ) -> dict[str, torch.Tensor]:
+        """The version's state_dict (tied weights come back tied)."""
+        pulled = self.pull(ref, kind="weights", format=format)
+        return checkpoint.read_weights(pulled.path, format, device=device)
+
+    def load_into(self, module: M, ref: str | Ref, *, strict: bool = True) -> M:
+        """Load the version's weights into ``module`` (strict by default) and return it."""
+        module.load_state_dict(self.load_weights(ref), strict=strict)
+        return module
+
+    def load_checkpoint(self, ref: str | Ref, *, device: str = "cpu") -> dict[str, Any]:
+        """The version's full training checkpoint (``model_state_dict``, ``optimizer_state_dict``, ``epoch`` ...)."""
+        return checkpoint.read_checkpoint(self.pull(ref, kind="full").path, device=device)
+
+    def resume(
+        self,
+        ref: str | Ref,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | None = None,
+        *,
+        scheduler: Any = None,
+    ) -> int | None:
+        """Restore model (strict), optimizer and scheduler from the version's full checkpoint; its epoch."""
+        return checkpoint.restore(self.load_checkpoint(ref), model, optimizer, scheduler)
+
+    # --- ONNX ----------------------------------------------------------------------------------------------
+
+    def convert(
+        self,
+        ref: str | Ref,
+        *,
+        opset: int | None = None,
+        dynamic_batch: bool | None = None,
+        atol: float | None = None,
+        rtol: float | None = None,
+    ) -> Job:
+        """Ask for an ONNX conversion; the job (an existing one when the same options were asked before)."""
+        options = {"opset": opset, "dynamic_batch": dynamic_batch, "atol": atol, "rtol": rtol}
+        body = {name: value for name, value in options.items() if value is not None}
+        return Job.from_json(self.transport.json("POST", f"{_ref(ref).path}/onnx", json=body))
+
+    def get_job(self, job_id: str) -> Job:
+        return Job.from_json(self.transport.json("GET", f"/v1/jobs/{job_id}"))
+
+    def wait(self, job: Job | str, *, timeout: float | None = None, poll: float = 1.0) -> Job:
+        """Poll until the job finished; ConversionFailed if it failed, WaitTimeout after ``timeout`` seconds."""
+        current = job if isinstance(job, Job) else self.get_job(job)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.2
+        with self.reporter.task(_job_text(current), total=None, unit="wait") as task:
+            while not current.finished:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise WaitTimeout(
+                        f"The conversion was still {current.status} after {timeout:g}s.",
+                        code="wait_timeout",
+                        job_id=current.id,
+                    )
+                time.sleep(delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic())))
+                delay = min(delay * 1.5, poll)
+                current = self.get_job(current.id)
+                task.describe(_job_text(current))
+        if current.status == "failed":
+            error = current.error or {}
+            raise ConversionFailed(
+                str(error.get("message") or "The conversion failed."),
+                code=str(error.get("code") or "conversion_failed"),
+                job_id=current.id,
+            )
+        return current
+
+    @overload
+    def to_onnx(
+        self,
+        ref: str | Ref,
+        *,
+        wait: Literal[True] = True,
+        output: str | os.PathLike[str] | None = None,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> Path: ...
+
+    @overload
+    def to_onnx(
+        self,
+        ref: str | Ref,
+        *,
+        wait: Literal[False],
+        output: str | os.PathLike[str] | None = None,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> Job: ...
+
+    def to_onnx(
+        self,
+        ref: str | Ref,
+        *,
+        wait: bool = True,
+        output: str | os.PathLike[str] | None = None,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> Path | Job:
+        """Convert the version to ONNX. ``wait=True``: wait, download, and return the local path of the file
+        (``output``, else the cached blob); ``wait=False``: return the job at once. ``options`` are
+        ``opset``, ``dynamic_batch``, ``atol``, ``rtol``."""
+        job = self.convert(ref, **options)
+        if not wait:
+            return job
+        job = self.wait(job, timeout=timeout)
+        target = _ref(ref)
+        # Download the converted version by number: an alias may have moved meanwhile.
+        numbered = Ref(target.model, str(job.version)) if job.version is not None else target
+        return self.pull(numbered, kind="onnx", output=output).path
+
+
+def _ref(ref: str | Ref) -> Ref:
+    return ref if isinstance(ref, Ref) else parse_ref(ref)
+
+
+def _job_text(job: Job) -> str:
+    where = f"{job.model}:{job.version}" if job.model else job.id
+    return f"onnx {where}: {job.status}"
