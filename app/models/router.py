@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
+from app.api.names import check_alias
 from app.api.pagination import Page, page_of
 from app.artifacts.service import release_blobs
 from app.deps import PageDep, RegistryDep, SessionDep, StoreDep, ValidModel
@@ -44,6 +45,7 @@ def delete_model(model: ValidModel, session: SessionDep, store: StoreDep) -> Res
 
 @router.put("/{model}/aliases/{alias}")
 def set_alias(model: ValidModel, alias: str, data: AliasSet, session: SessionDep) -> ModelRead:
+    check_alias(alias)
     version = resolve_version(session=session, model=model, ref=str(data.version))
     updated = service.set_alias(session=session, model=model, alias=alias, version=version)
     return service.read_models(session=session, models=[updated])[0]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.api.names import is_valid_name, is_version_number
@@ -147,12 +147,6 @@ def delete_version(*, session: Session, store: BlobStore, version: Version) -> N
     session.delete(session.get(Version, version.id))
     session.commit()
     artifacts_service.release_blobs(session=session, store=store, hashes=hashes)
-
-
-def count_versions(*, session: Session, model: RegisteredModel) -> int:
-    return int(
-        session.scalar(select(func.count()).select_from(Version).where(Version.model_id == model.id)) or 0
-    )
 
 
 def to_read(version: Version, *, model: RegisteredModel) -> VersionRead:

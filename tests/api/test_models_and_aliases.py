@@ -216,3 +216,9 @@ def test_operations_endpoints(client: TestClient) -> None:
     assert client.get("/metrics").status_code == 200
     assert client.get("/docs").status_code == 200
     assert "/v1/models/{model}/versions" in client.get("/openapi.json").json()["paths"]
+
+
+def test_alias_name_is_checked_before_the_version(client: TestClient) -> None:
+    create_model(client)
+    response = client.put("/v1/models/demo/aliases/latest", json={"version": 99})
+    assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_name"
