@@ -1,0 +1,230 @@
+"""Turn a run's results into the targets table (ratios from the same run), the measurements table and JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.data import size_key, size_label
+from benchmarks.results import Results
+
+MiB = 1024**2
+
+
+@dataclass(frozen=True)
+class Target:
+    workload: str
+    what: str
+    value: list[str]  # metric keys summed for the measured side
+    baseline: list[str]  # metric keys summed for the baseline (empty: compare the value to ``limit``)
+    op: str  # "<=" or ">="
+    limit: float
+    applies: bool = True  # False: shown for information (e.g. the 100 MiB size has no target)
+    invert: bool = False  # ratio is baseline / value (e.g. "N x faster", "N x the rate")
+
+    def evaluate(self, results: Results) -> tuple[float | None, float | None, float | None, str]:
+        value = _sum(results, self.value)
+        base = _sum(results, self.baseline) if self.baseline else None
+        if value is None or (self.baseline and base is None):
+            return value, base, None, "n/a"
+        if self.baseline:
+            assert base is not None
+            ratio = (base / value if self.invert else value / base) if (value and base) else None
+        else:
+            ratio = value
+        if ratio is None:
+            return value, base, None, "n/a"
+        met = ratio <= self.limit if self.op == "<=" else ratio >= self.limit
+        if not self.applies:
+            return value, base, ratio, "info"
+        return value, base, ratio, "met" if met else "MISSED"
+
+
+def _sum(results: Results, keys: Sequence[str]) -> float | None:
+    values = [results.median(key) for key in keys]
+    if not values or any(v is None for v in values):
+        return None
+    return float(sum(v for v in values if v is not None))
+
+
+def targets(
+    sizes: Sequence[int], download_size: int, archs: Sequence[str], clients: Sequence[int]
+) -> list[Target]:
+    found: list[Target] = []
+    for size in sizes:
+        k, label = size_key(size), size_label(size)
+        big = size >= 1024**3
+        found += [
+            Target(
+                f"upload {label}",
+                "raw upload+ingest / floor (raw PUT sha256+fsync + in-process safetensors.save_file)",
+                [f"upload/{k}/service_raw/seconds"],
+                [f"upload/{k}/floor_put/seconds", f"upload/{k}/inproc_safetensors/seconds"],
+                "<=",
+                1.5,
+                applies=big,
+            ),
+            Target(
+                f"upload {label}",
+                "multipart / raw",
+                [f"upload/{k}/service_multipart/seconds"],
+                [f"upload/{k}/service_raw/seconds"],
+                "<=",
+                1.3,
+            ),
+            Target(
+                f"upload {label}",
+                "server RssAnon growth during raw upload (MiB)",
+                [f"upload/{k}/service_raw/anon_growth_mib"],
+                [],
+                "<=",
+                256,
+                applies=big,
+            ),
+            Target(
+                f"upload {label}",
+                "server RssAnon growth during multipart upload (MiB)",
+                [f"upload/{k}/service_multipart/anon_growth_mib"],
+                [],
+                "<=",
+                256,
+                applies=big,
+            ),
+        ]
+    dk, dlabel = size_key(download_size), size_label(download_size)
+    found.append(
+        Target(
+            f"download {dlabel}",
+            "weightvault GET / nginx sendfile GET",
+            [f"download/{dk}/service/seconds"],
+            [f"download/{dk}/nginx/seconds"],
+            "<=",
+            1.0,
+        )
+    )
+    for arch in archs:
+        found.append(
+            Target(
+                f"onnx {arch}",
+                "service submit->succeeded / fresh python -c export+check",
+                [f"onnx/{arch}/service/seconds"],
+                [f"onnx/{arch}/script/seconds"],
+                "<=",
+                1.0,
+            )
+        )
+    found += [
+        Target(
+            f"vs MLflow {dlabel}",
+            "weightvault raw upload+ingest / MLflow bare artifact PUT",
+            [f"upload/{dk}/service_raw/seconds"],
+            [f"mlflow/{dk}/put/seconds"],
+            "<=",
+            1.0,
+        ),
+        Target(
+            f"vs MLflow {dlabel}",
+            "MLflow artifact GET / weightvault GET (x faster)",
+            [f"download/{dk}/service/seconds"],
+            [f"mlflow/{dk}/get/seconds"],
+            ">=",
+            10.0,
+            invert=True,
+        ),
+    ]
+    for c in clients:
+        found.append(
+            Target(
+                f"vs MLflow, {c} client{'s' if c > 1 else ''}",
+                "metadata req/s: weightvault (SQLite) / MLflow (SQLite)",
+                [f"metadata/sqlite/c{c}/rps"],
+                [f"mlflow/metadata/c{c}/rps"],
+                ">=",
+                3.0,
+            )
+        )
+    return found
+
+
+def _fmt(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "—"
+    if unit == "MiB" or abs(value) >= 100:
+        text = f"{value:,.0f}"
+    elif abs(value) >= 10:
+        text = f"{value:.1f}"
+    else:
+        text = f"{value:.2f}"
+    return f"{text} {unit}".strip()
+
+
+def targets_table(results: Results, wanted: Sequence[Target]) -> list[str]:
+    lines = [
+        "| workload | comparison | weightvault | baseline | ratio | target | verdict |",
+        "|---|---|---:|---:|---:|---|---|",
+    ]
+    for target in wanted:
+        value, base, ratio, verdict = target.evaluate(results)
+        if verdict == "n/a":
+            continue  # a side of it did not run
+        if target.baseline:
+            unit = "req/s" if "req/s" in target.what else "s"
+            ratio_text, limit = f"{ratio:.2f}x", f"{target.op} {target.limit:g}x"
+        else:
+            unit, ratio_text, limit = "MiB", "—", f"{target.op} {target.limit:g} MiB"
+        if not target.applies:
+            limit += " (applies at 1 GiB, 4 GiB)"
+        lines.append(
+            f"| {target.workload} | {target.what} | {_fmt(value, unit)} | {_fmt(base, unit)} | "
+            f"{ratio_text} | {limit} | {verdict} |"
+        )
+    return lines
+
+
+def measurements_table(results: Results) -> list[str]:
+    lines = ["| measurement | median | min | max | n |", "|---|---:|---:|---:|---:|"]
+    for metric in results.metrics.values():
+        if not metric.samples:
+            continue
+        lines.append(
+            f"| {metric.label} | {_fmt(metric.median, metric.unit)} | {_fmt(min(metric.samples), metric.unit)} | "
+            f"{_fmt(max(metric.samples), metric.unit)} | {len(metric.samples)} |"
+        )
+    return lines
+
+
+def render(results: Results, wanted: Sequence[Target]) -> str:
+    parts = ["### Targets (ratios of medians from this run)", "", *targets_table(results, wanted), ""]
+    parts += ["### Measurements (medians over repeats)", "", *measurements_table(results), ""]
+    if results.notes:
+        parts += ["### Notes", "", *[f"- {n}" for n in results.notes], ""]
+    if results.errors:
+        parts += ["### Errors", "", *[f"- {e}" for e in results.errors], ""]
+    return "\n".join(parts)
+
+
+def write_json(results: Results, wanted: Sequence[Target], path: Path) -> None:
+    rows: list[dict[str, Any]] = []
+    for target in wanted:
+        value, base, ratio, verdict = target.evaluate(results)
+        rows.append(
+            {
+                **target.__dict__,
+                "measured": value,
+                "baseline_measured": base,
+                "ratio": ratio,
+                "verdict": verdict,
+            }
+        )
+    payload = {
+        "context": results.context,
+        "targets": rows,
+        "metrics": {key: metric.as_json() for key, metric in results.metrics.items()},
+        "notes": results.notes,
+        "errors": results.errors,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
