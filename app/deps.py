@@ -19,7 +19,8 @@ from app.versions import service as versions_service
 from app.versions.models import Version
 
 
-def get_runtime(request: Request) -> Runtime:
+# Plain attribute reads: async so FastAPI does not hop to a worker thread for each of them.
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -27,15 +28,15 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_settings_dep(runtime: RuntimeDep) -> Settings:
+async def get_settings_dep(runtime: RuntimeDep) -> Settings:
     return runtime.settings
 
 
-def get_store(runtime: RuntimeDep) -> BlobStore:
+async def get_store(runtime: RuntimeDep) -> BlobStore:
     return runtime.store
 
 
-def get_registry(runtime: RuntimeDep) -> ArchitectureRegistry:
+async def get_registry(runtime: RuntimeDep) -> ArchitectureRegistry:
     return runtime.registry
 
 

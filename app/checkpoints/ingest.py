@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,33 +74,27 @@ def ingest_checkpoint(
     canonical = canonical_weights(weights, plan)
 
     full_path = workdir / "full.pt"
-    write_full(full_path, canonical, normal.training_state)
     safetensors_path = workdir / "weights.safetensors"
-    write_safetensors(safetensors_path, canonical, plan)
-    if _upload_is_weights_pt(loaded.format, normal, weights, plan):
-        # The upload already is torch.save(state_dict) under the architecture's names: keep its bytes.
-        pt_path, pt_sha = upload, upload_sha256
-    else:
-        pt_path = workdir / "weights.pt"
-        write_torch(pt_path, canonical)
-        pt_sha = sha256_file(pt_path)
-    fmt, layout, training = loaded.format, normal.layout, normal.training
-    # Drop the upload's tensors (and its memory map) before the proofs map the new files.
-    del loaded, normal, weights, canonical
+    # Each file is hashed from the page cache in a thread while the next is written and the proofs run
+    # (hashlib releases the GIL), instead of one after another at the end.
+    with ThreadPoolExecutor(max_workers=1) as hashing:
+        write_full(full_path, canonical, normal.training_state)
+        full_sha = hashing.submit(sha256_file, full_path)
+        write_safetensors(safetensors_path, canonical, plan)
+        safetensors_sha = hashing.submit(sha256_file, safetensors_path)
+        if _upload_is_weights_pt(loaded.format, normal, weights, plan):
+            # The upload already is torch.save(state_dict) under the architecture's names: keep its bytes.
+            pt_path, pt_sha = upload, upload_sha256
+        else:
+            pt_path = workdir / "weights.pt"
+            write_torch(pt_path, canonical)
+            pt_sha = sha256_file(pt_path)
+        fmt, layout, training = loaded.format, normal.layout, normal.training
+        # Drop the upload's tensors (and its memory map) before the proofs map the new files.
+        del loaded, normal, weights, canonical
 
-    written = [
-        ("full", "pt", full_path, sha256_file(full_path)),
-        ("weights", "safetensors", safetensors_path, sha256_file(safetensors_path)),
-        ("weights", "pt", pt_path, pt_sha),
-    ]
-    artifacts = [
-        WrittenArtifact(
-            kind=kind,
-            format=artifact_format,
-            path=path,
-            sha256=sha,
-            size=path.stat().st_size,
-            validation=prove_artifact(
+        validations = {
+            (kind, artifact_format, path): prove_artifact(
                 kind=kind,
                 fmt=artifact_format,
                 path=path,
@@ -109,7 +104,26 @@ def ingest_checkpoint(
                 limits=limits,
                 inputs=inputs,
                 reference=reference,
-            ),
+            )
+            for kind, artifact_format, path in (
+                ("full", "pt", full_path),
+                ("weights", "safetensors", safetensors_path),
+                ("weights", "pt", pt_path),
+            )
+        }
+        written = [
+            ("full", "pt", full_path, full_sha.result()),
+            ("weights", "safetensors", safetensors_path, safetensors_sha.result()),
+            ("weights", "pt", pt_path, pt_sha),
+        ]
+    artifacts = [
+        WrittenArtifact(
+            kind=kind,
+            format=artifact_format,
+            path=path,
+            sha256=sha,
+            size=path.stat().st_size,
+            validation=validations[(kind, artifact_format, path)],
         )
         for kind, artifact_format, path, sha in written
     ]

@@ -23,6 +23,8 @@ def canonical_weights(weights: Mapping[str, torch.Tensor], plan: Blueprint) -> d
 
 
 def write_torch(path: Path, obj: Any) -> None:
+    """``torch.save`` to ``path``, fsynced. (Hashing through a wrapper file object is slower than
+    re-reading: torch then copies every storage through Python bytes.)"""
     with path.open("wb") as handle:
         torch.save(obj, handle)
         handle.flush()
