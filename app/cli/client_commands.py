@@ -206,14 +206,14 @@ def ls(
             if as_json:
                 _print_json([m.raw for m in models])
             else:
-                render.console().print(render.models_table(models))
+                render.print_all(render.models_table(models))
             return
         found = client.get_model(model)
         versions = client.list_versions(model)
     if as_json:
         _print_json([v.raw for v in versions])
     else:
-        render.console().print(render.versions_table(found, versions))
+        render.print_all(render.versions_table(found, versions))
 
 
 def show(
@@ -230,7 +230,7 @@ def show(
             if as_json:
                 _print_json(found.raw)
             else:
-                render.console().print(render.model_details(found))
+                render.print_all(render.model_details(found))
             return
         version = client.get_version(target)
         aliases = [a for a, n in client.get_model(target.model).aliases.items() if n == version.version]
@@ -238,10 +238,7 @@ def show(
         _print_json(version.raw)
         return
     summary, artifacts = render.version_details(version, aliases)
-    out = render.console()
-    out.print(summary)
-    out.print()
-    out.print(artifacts)
+    render.print_all(summary, "", artifacts)
 
 
 def convert(
@@ -262,19 +259,19 @@ def convert(
     as_json: JsonOption = False,
 ) -> None:
     """Convert a version to ONNX (checked against PyTorch with onnxruntime on the server)."""
-    pulled = None
+    path = None
     with _session(url, token, as_json) as client:
         job = client.convert(ref, opset=opset, dynamic_batch=dynamic_batch, atol=atol, rtol=rtol)
         if wait or output is not None:
             job = client.wait(job, timeout=timeout)
         if output is not None and job.version is not None:
-            pulled = client.pull(f"{job.model}:{job.version}", kind="onnx", output=output)
+            path = client.pull_onnx(f"{job.model}:{job.version}", output=output)
     if as_json:
-        _print_json({**job.raw, "path": str(pulled.path) if pulled else None})
+        _print_json({**job.raw, "path": str(path) if path else None})
         return
     typer.echo(render.job_line(job))
-    if pulled is not None:
-        typer.echo(render.pulled_line(pulled))
+    if path is not None:
+        typer.echo(f"saved {path}")
 
 
 def alias_set(

@@ -13,9 +13,23 @@ if TYPE_CHECKING:
 
 
 def console() -> Console:
+    """stdout; when it is not a terminal, wide enough that tables never wrap (one row, one line)."""
+    import sys
+
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=False)
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 100_000)
+
+
+def print_all(*renderables: Any) -> None:
+    """Print tables to stdout without the padding rich leaves at the end of each line."""
+    import typer
+
+    out = console()
+    with out.capture() as captured:
+        for renderable in renderables:
+            out.print(renderable)
+    typer.echo("\n".join(line.rstrip() for line in captured.get().splitlines()))
 
 
 def size(count: int | None) -> str:
@@ -34,17 +48,28 @@ def compact(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _table(*columns: str) -> Table:
+def _table(*columns: str, wrap: tuple[str, ...] = ()) -> Table:
+    """A borderless table; only the ``wrap`` columns may wrap on a narrow terminal, the others never do."""
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False, header_style="bold")
     for column in columns:
-        table.add_column(column, overflow="fold")
+        table.add_column(
+            column, no_wrap=column not in wrap, overflow="fold" if column in wrap else "ellipsis"
+        )
     return table
 
 
 def models_table(models: list[Model]) -> Table:
-    table = _table("MODEL", "ARCHITECTURE", "LATEST", "ALIASES", "CREATED", "DESCRIPTION")
+    table = _table(
+        "MODEL",
+        "ARCHITECTURE",
+        "LATEST",
+        "ALIASES",
+        "CREATED",
+        "DESCRIPTION",
+        wrap=("ALIASES", "DESCRIPTION"),
+    )
     for model in models:
         aliases = ", ".join(f"{name}={number}" for name, number in sorted(model.aliases.items()))
         latest = str(model.latest_version) if model.latest_version is not None else "-"
@@ -63,7 +88,17 @@ def versions_table(model: Model, versions: list[Version]) -> Table:
     by_version: dict[int, list[str]] = {}
     for alias, number in model.aliases.items():
         by_version.setdefault(number, []).append(alias)
-    table = _table("VERSION", "CREATED", "SIZE", "LAYOUT", "EPOCH", "ALIASES", "ARTIFACTS", "METADATA")
+    table = _table(
+        "VERSION",
+        "CREATED",
+        "SIZE",
+        "LAYOUT",
+        "EPOCH",
+        "ALIASES",
+        "ARTIFACTS",
+        "METADATA",
+        wrap=("ALIASES", "METADATA"),
+    )
     for version in versions:
         kinds = sorted({artifact.kind for artifact in version.artifacts})
         table.add_row(
@@ -80,7 +115,7 @@ def versions_table(model: Model, versions: list[Version]) -> Table:
 
 
 def model_details(model: Model) -> Table:
-    table = _table("", "")
+    table = _table("", "value", wrap=("value",))
     table.show_header = False
     rows = {
         "model": model.name,
@@ -98,7 +133,7 @@ def model_details(model: Model) -> Table:
 
 def version_details(version: Version, aliases: list[str]) -> tuple[Table, Table]:
     source, training = version.source, version.training
-    summary = _table("", "")
+    summary = _table("", "value", wrap=("value",))
     summary.show_header = False
     rows = {
         "version": f"{version.model}:{version.version}",
@@ -115,7 +150,7 @@ def version_details(version: Version, aliases: list[str]) -> tuple[Table, Table]
     }
     for name, value in rows.items():
         summary.add_row(name, value)
-    artifacts = _table("KIND", "FORMAT", "SIZE", "SHA256", "FILE")
+    artifacts = _table("KIND", "FORMAT", "SIZE", "SHA256", "FILE", wrap=("FILE",))
     for artifact in version.artifacts:
         artifacts.add_row(
             artifact.kind, artifact.format, size(artifact.size), artifact.sha256, artifact.filename or ""

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from app.cli.client_commands import register as register_client_commands
 from app.settings import get_settings
 
 if TYPE_CHECKING:
@@ -66,7 +67,13 @@ def serve(
     supervisor = None
     if count > 0:
         # Exports run in their own processes: they can take minutes and GBs, and may crash.
-        supervisor = subprocess.Popen([sys.executable, "-m", "app", "worker", "--processes", str(count)])
+        from app.jobs.supervisor import die_with_parent
+
+        # uvicorn re-raises SIGTERM after its shutdown, so the `finally` below may not run: the kernel
+        # then ends the supervisor with this process.
+        supervisor = subprocess.Popen(
+            [sys.executable, "-m", "app", "worker", "--processes", str(count)], preexec_fn=die_with_parent
+        )
     try:
         uvicorn.run(
             "app.main:create_app",
@@ -254,9 +261,18 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
     typer.echo(f"database at {revision}")
 
 
+register_client_commands(cli)
+
+
 def main() -> None:
+    from pydantic import ValidationError
+
     from app.ops.logs import configure_logging
 
-    settings = get_settings()
-    configure_logging(settings.log_level, settings.log_json)
+    try:
+        settings = get_settings()
+        configure_logging(settings.log_level, settings.log_json)
+    except ValidationError:
+        # A broken server .env must not stop client commands (push, pull ...); `serve` reports it itself.
+        configure_logging()
     cli()

@@ -10,7 +10,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from app.client import checkpoint
+from app.client import bundles, checkpoint
 from app.client.cache import Cache, default_cache_dir, place
 from app.client.download import Pulled, fetch
 from app.client.errors import Conflict, ConversionFailed, WaitTimeout
@@ -291,9 +291,9 @@ class Client:
         timeout: float | None = None,
         **options: Any,
     ) -> Path | Job:
-        """Convert the version to ONNX. ``wait=True``: wait, download, and return the local path of the file
-        (``output``, else the cached blob); ``wait=False``: return the job at once. ``options`` are
-        ``opset``, ``dynamic_batch``, ``atol``, ``rtol``."""
+        """Convert the version to ONNX. ``wait=True``: wait, download, and return the local path of the model
+        (``output``, else in the cache; see ``pull_onnx``); ``wait=False``: return the job at once.
+        ``options`` are ``opset``, ``dynamic_batch``, ``atol`` and ``rtol``; ConversionFailed if it failed."""
         job = self.convert(ref, **options)
         if not wait:
             return job
@@ -301,7 +301,21 @@ class Client:
         target = _ref(ref)
         # Download the converted version by number: an alias may have moved meanwhile.
         numbered = Ref(target.model, str(job.version)) if job.version is not None else target
-        return self.pull(numbered, kind="onnx", output=output).path
+        return self.pull_onnx(numbered, output=output)
+
+    def pull_onnx(self, ref: str | Ref, *, output: str | os.PathLike[str] | None = None) -> Path:
+        """The local path of the version's ONNX model (``output``, else in the cache), ready for onnxruntime.
+
+        Models past protobuf's 2 GB limit are served as a zip of the model and its external data; they are
+        extracted, the data files next to the model under the names it refers to.
+        """
+        pulled = self.pull(ref, kind="onnx")
+        dest = None
+        if output is not None:
+            dest = Path(output)
+            if dest.is_dir():
+                dest = dest / (pulled.filename or f"{_ref(ref).model}.onnx").removesuffix(".zip")
+        return bundles.local_model(pulled.path, sha256=pulled.sha256, cache_root=self.cache.root, output=dest)
 
 
 def _ref(ref: str | Ref) -> Ref:

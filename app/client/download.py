@@ -74,16 +74,18 @@ def fetch(
 
 
 def _conditional_headers(cache: Cache, known: RefEntry | None) -> dict[str, str]:
+    # The exact bytes: sizes, ranges and the sha256 are all about the file, not a compressed encoding of it.
+    headers = {"Accept-Encoding": "identity"}
     if known is None:
-        return {}
+        return headers
     etag = f'"{known.sha256}"'
     if cache.has_blob(known.sha256):
-        return {"If-None-Match": etag}
+        return {**headers, "If-None-Match": etag}
     offset = cache.partial_size(known.sha256)
     if offset:
         # If-Range: the server sends the whole file (200) instead if the artifact is no longer that one.
-        return {"Range": f"bytes={offset}-", "If-Range": etag}
-    return {}
+        return {**headers, "Range": f"bytes={offset}-", "If-Range": etag}
+    return headers
 
 
 def _cached(cache: Cache, entry: RefEntry) -> Pulled:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -14,6 +15,15 @@ log = logging.getLogger("weightvault.supervisor")
 
 QUICK_DEATH_SECONDS = 5.0
 RESTART_BACKOFF_SECONDS = 2.0
+
+
+def die_with_parent() -> None:
+    """For ``preexec_fn``: the child gets SIGTERM when its parent dies, however it dies (Linux
+    PR_SET_PDEATHSIG), so workers never outlive their supervisor."""
+    import ctypes
+
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
 
 def worker_command() -> list[str]:
@@ -47,7 +57,10 @@ def supervise(processes: int) -> int:
                 )
                 if time.monotonic() - started < QUICK_DEATH_SECONDS:
                     time.sleep(RESTART_BACKOFF_SECONDS)
-            children[slot] = (subprocess.Popen(worker_command()), time.monotonic())
+            children[slot] = (
+                subprocess.Popen(worker_command(), preexec_fn=die_with_parent),
+                time.monotonic(),
+            )
         time.sleep(0.5)
     for process, _started in children.values():
         if process.poll() is None:
