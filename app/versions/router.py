@@ -9,13 +9,11 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.api.pagination import Page, page_of
-from app.architectures.registry import ArchitectureRegistry
-from app.deps import PageDep, RegistryDep, RuntimeDep, SessionDep, StoreDep, ValidModel, ValidVersion
+from app.deps import PageDep, RuntimeDep, SessionDep, StoreDep, ValidModel, ValidVersion
 from app.errors import WeightvaultError
 from app.models.models import RegisteredModel
 from app.ops.metrics import UPLOADS
 from app.runtime import Runtime
-from app.storage.blobstore import BlobStore
 from app.versions import service
 from app.versions.models import Version
 from app.versions.receive import receive_upload
@@ -48,8 +46,6 @@ async def upload_version(
     request: Request,
     model: ValidModel,
     session: SessionDep,
-    store: StoreDep,
-    registry: RegistryDep,
     runtime: RuntimeDep,
     metadata: Annotated[str | None, Query(description="User metadata: a JSON object")] = None,
 ) -> VersionRead:
@@ -57,7 +53,7 @@ async def upload_version(
     # Release the connection (and any read snapshot) before a possibly long transfer.
     await run_in_threadpool(session.close)
     try:
-        version = await _receive_and_ingest(request, model, session, store, registry, runtime, metadata)
+        version = await _receive_and_ingest(request, model, session, runtime, metadata)
     except WeightvaultError as exc:
         UPLOADS.labels(exc.code).inc()
         raise
@@ -66,23 +62,17 @@ async def upload_version(
 
 
 async def _receive_and_ingest(
-    request: Request,
-    model: RegisteredModel,
-    session: Session,
-    store: BlobStore,
-    registry: ArchitectureRegistry,
-    runtime: Runtime,
-    metadata: str | None,
+    request: Request, model: RegisteredModel, session: Session, runtime: Runtime, metadata: str | None
 ) -> Version:
-    with store.staging() as workdir:
+    with runtime.store.staging() as workdir:
         received, user_metadata = await receive_upload(
             request, dest=workdir / "upload", limits=runtime.upload_limits, metadata_param=metadata
         )
         version = await run_in_threadpool(
             lambda: service.create_version(
                 session=session,
-                store=store,
-                registry=registry,
+                store=runtime.store,
+                registry=runtime.registry,
                 limits=runtime.read_limits,
                 model=model,
                 upload=received,

@@ -74,6 +74,10 @@ def test_a_killed_worker_job_is_taken_over_after_its_lease(
             )
         assert done["status"] == "succeeded", done  # type: ignore[index]
         assert done["attempts"] == 2  # type: ignore[index]
+    from tests.api.test_operations import cli
+
+    # the killed worker's half-written export is gone with its staging folder; every row has its file
+    assert cli(data_dir, database_url, "fsck").returncode == 0
 
 
 def test_two_workers_never_run_the_same_job(tmp_path: Path, data_dir: Path, database_url: str) -> None:
