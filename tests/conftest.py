@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,11 @@ def _postgres_schema_url(base: str, schema: str) -> str:
     return url.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
 
 
-@pytest.fixture
-def database_url(tmp_path: Path) -> Iterator[str]:
+@contextmanager
+def isolated_database(root: Path) -> Iterator[str]:
+    """A database of one's own: a SQLite file under ``root``, or a fresh schema in the PostgreSQL database."""
     if not POSTGRES_URL:
-        yield f"sqlite:///{tmp_path / 'weightvault.db'}"
+        yield f"sqlite:///{root / 'weightvault.db'}"
         return
     schema = f"t_{uuid.uuid4().hex[:16]}"
     admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
@@ -42,6 +44,12 @@ def database_url(tmp_path: Path) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> Iterator[str]:
+    with isolated_database(tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ _TORCHSCRIPT_MARKERS = ("constants.pkl", "code/", ".data/ts_code/", "attributes.
 class ZipSummary:
     root: str
     pickle_member: str
-    storage_members: int
 
 
 def check_torch_zip(path: Path, limits: ReadLimits) -> ZipSummary:
@@ -94,7 +93,6 @@ def _check_members(infos: list[zipfile.ZipInfo], file_size: int, limits: ReadLim
     return ZipSummary(
         root=root,
         pickle_member=f"{root}/data.pkl",
-        storage_members=sum(1 for rel in relative if rel.startswith("data/")),
     )
 
 

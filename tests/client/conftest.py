@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from app.client import Client
-from tests.conftest import POSTGRES_URL, _postgres_schema_url
+from tests.conftest import isolated_database
 from tests.server import running_server
 
 
@@ -53,22 +52,11 @@ class Server:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("client-server")
     log = root / "server.log"
-    schema = f"t_{uuid.uuid4().hex[:16]}"
-    if POSTGRES_URL:
-        admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        database_url = _postgres_schema_url(POSTGRES_URL, schema)
-    else:
-        database_url = f"sqlite:///{root / 'weightvault.db'}"
-    try:
-        with running_server(root / "data", database_url, log, "--conversion-workers", "1") as url:
-            yield Server(url, log)
-    finally:
-        if POSTGRES_URL:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-            admin.dispose()
+    with (
+        isolated_database(root) as database_url,
+        running_server(root / "data", database_url, log, "--conversion-workers", "1") as url,
+    ):
+        yield Server(url, log)
 
 
 @pytest.fixture
