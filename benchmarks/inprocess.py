@@ -76,7 +76,6 @@ def main() -> None:
         stage.mkdir()
         ingest_checkpoint(
             upload=args.upload,
-            upload_sha256="0" * 64,
             architecture=architecture,
             config=config,
             workdir=stage,

@@ -50,7 +50,12 @@ def _guard_class(cls: type[nn.Module]) -> type[nn.Module]:
         def __init__(self: nn.Module, *args: object, **kwargs: object) -> None:
             _refuse_call(name)
 
-        attributes = {"__init__": __init__, "__qualname__": cls.__qualname__, "__module__": cls.__module__}
+        attributes = {
+            "__init__": __init__,
+            "__qualname__": cls.__qualname__,
+            "__module__": cls.__module__,
+            "_pickle_newable": True,  # created by NEWOBJ, filled by BUILD (__setstate__), never called
+        }
         _GUARD_CLASSES[name] = type(cls.__name__, (cls,), attributes)
     return _GUARD_CLASSES[name]
 

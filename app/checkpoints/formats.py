@@ -11,8 +11,10 @@ from app.errors import UnreadableCheckpoint, UnsafeCheckpoint
 
 CheckpointFormat = Literal["torch_zip", "torch_legacy", "safetensors"]
 
-# torch's legacy (pre-1.6) format opens with a protocol-2 pickle of this magic number.
-_LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+# torch's legacy (pre-1.6) format opens with a pickle of this magic number (a LONG1 of 10 bytes),
+# framed from protocol 4 on.
+_LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+_FRAME = 0x95
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_SCAN_BYTES = 16 * 1024 * 1024
 _PICKLE_STARTS = (b"\x80", b"(", b"c", b"]", b"}", b"I", b"S", b"V", b"N", b"l", b"d")
@@ -24,10 +26,10 @@ def detect_format(path: Path) -> CheckpointFormat:
     if size == 0:
         raise UnreadableCheckpoint("The upload is empty; send the bytes of a file written by torch.save.")
     with path.open("rb") as handle:
-        head = handle.read(16)
+        head = handle.read(32)
     if head.startswith(_ZIP_MAGIC):
         return "torch_zip"
-    if head.startswith(_LEGACY_MAGIC):
+    if _is_legacy(head):
         return "torch_legacy"
     if len(head) >= 9 and head[8:9] == b"{":
         (header_len,) = struct.unpack("<Q", head[:8])
@@ -46,6 +48,15 @@ def detect_format(path: Path) -> CheckpointFormat:
     raise UnreadableCheckpoint(
         "The file is not a PyTorch checkpoint (torch.save zip or legacy format) nor a safetensors file."
     )
+
+
+def _is_legacy(head: bytes) -> bool:
+    if len(head) < 2 or head[0] != 0x80 or head[1] not in (2, 3, 4, 5):
+        return False
+    body = head[2:]
+    if body[:1] == bytes([_FRAME]):
+        body = body[9:]
+    return body.startswith(_LEGACY_MAGIC)
 
 
 def scan_pickle_globals(data: bytes) -> set[str]:

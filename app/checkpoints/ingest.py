@@ -13,7 +13,7 @@ import torch
 
 from app.architectures.spec import Architecture
 from app.checkpoints.formats import CheckpointFormat
-from app.checkpoints.layout import Layout, Normalised, normalise
+from app.checkpoints.layout import Layout, normalise
 from app.checkpoints.limits import ReadLimits
 from app.checkpoints.reader import read_checkpoint, read_safetensors
 from app.checkpoints.validate import (
@@ -21,13 +21,20 @@ from app.checkpoints.validate import (
     ForwardRun,
     blueprint,
     check_fits,
+    check_proportionate,
     complete_tied,
     identical_outputs,
     load_fresh,
     max_abs_diff,
     run_forward,
 )
-from app.checkpoints.writer import canonical_weights, write_full, write_safetensors, write_torch
+from app.checkpoints.writer import (
+    canonical_weights,
+    own_storages,
+    write_full,
+    write_safetensors,
+    write_torch,
+)
 from app.storage.blobstore import sha256_file
 
 
@@ -57,7 +64,6 @@ class IngestResult:
 def ingest_checkpoint(
     *,
     upload: Path,
-    upload_sha256: str,
     architecture: Architecture,
     config: Mapping[str, Any],
     workdir: Path,
@@ -69,29 +75,29 @@ def ingest_checkpoint(
     normal = normalise(loaded.content, plan.keys)
     weights = complete_tied(normal.state_dict, plan)
     check_fits(weights, plan)
+    check_proportionate(weights, upload.stat().st_size)
     inputs = architecture.example_inputs(config)
     reference = run_forward(load_fresh(architecture, config, weights), inputs)
-    canonical = canonical_weights(weights, plan)
+    canonical = own_storages(canonical_weights(weights, plan))
+    training_state = own_storages(normal.training_state)
 
     full_path = workdir / "full.pt"
     safetensors_path = workdir / "weights.safetensors"
     # Each file is hashed from the page cache in a thread while the next is written and the proofs run
     # (hashlib releases the GIL), instead of one after another at the end.
     with ThreadPoolExecutor(max_workers=1) as hashing:
-        write_full(full_path, canonical, normal.training_state)
+        write_full(full_path, canonical, training_state)
         full_sha = hashing.submit(sha256_file, full_path)
         write_safetensors(safetensors_path, canonical, plan)
         safetensors_sha = hashing.submit(sha256_file, safetensors_path)
-        if _upload_is_weights_pt(loaded.format, normal, weights, plan):
-            # The upload already is torch.save(state_dict) under the architecture's names: keep its bytes.
-            pt_path, pt_sha = upload, upload_sha256
-        else:
-            pt_path = workdir / "weights.pt"
-            write_torch(pt_path, canonical)
-            pt_sha = sha256_file(pt_path)
+        # Always written by us, never the upload's bytes: a served file holds only what torch.save
+        # writes (no smuggled members, no device names a CPU-only client cannot load).
+        pt_path = workdir / "weights.pt"
+        write_torch(pt_path, canonical)
+        pt_sha = sha256_file(pt_path)
         fmt, layout, training = loaded.format, normal.layout, normal.training
         # Drop the upload's tensors (and its memory map) before the proofs map the new files.
-        del loaded, normal, weights, canonical
+        del loaded, normal, weights, canonical, training_state
 
         validations = {
             (kind, artifact_format, path): prove_artifact(
@@ -139,19 +145,6 @@ def ingest_checkpoint(
             "forward": reference.report,
         },
         artifacts=artifacts,
-    )
-
-
-def _upload_is_weights_pt(
-    fmt: CheckpointFormat, normal: Normalised, weights: Mapping[str, torch.Tensor], plan: Blueprint
-) -> bool:
-    if fmt != "torch_zip" or normal.layout != "state_dict" or normal.renamed_keys:
-        return False
-    if list(normal.state_dict) != plan.keys or len(weights) != len(normal.state_dict):
-        return False
-    # Tied weights must already share storage in the file, or they would not load back tied.
-    return all(
-        len({weights[name].untyped_storage().data_ptr() for name in group}) == 1 for group in plan.tied_groups
     )
 
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from app.architectures.spec import Architecture
-from app.errors import ArchitectureMismatch
+from app.errors import ArchitectureMismatch, UnreadableCheckpoint
 
 
 @dataclass(frozen=True)
@@ -128,6 +128,23 @@ def check_fits(weights: Mapping[str, torch.Tensor], plan: Blueprint) -> None:
         )
 
 
+# Writing each weight out contiguously may take this much more than the upload (plus a small allowance):
+# views that overlap or repeat one element (stride 0) cannot make us store more than the file sent.
+_MAX_WEIGHT_BYTES_PER_UPLOAD_BYTE = 2
+_WEIGHT_BYTES_ALLOWANCE = 1024 * 1024
+
+
+def check_proportionate(weights: Mapping[str, torch.Tensor], upload_size: int) -> None:
+    """Refuse weights whose stored form would be out of proportion to the bytes uploaded."""
+    distinct = {id(tensor): tensor for tensor in weights.values()}
+    total = sum(tensor.numel() * tensor.element_size() for tensor in distinct.values())
+    if total > _MAX_WEIGHT_BYTES_PER_UPLOAD_BYTE * upload_size + _WEIGHT_BYTES_ALLOWANCE:
+        raise UnreadableCheckpoint(
+            f"The checkpoint's weights describe {total} bytes but the file is {upload_size} bytes: its tensors "
+            "repeat or overlap their storage (stride 0). Save contiguous tensors (tensor.contiguous())."
+        )
+
+
 def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
     if a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr() and a.stride() == b.stride():
         return True
@@ -137,7 +154,13 @@ def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
 def load_fresh(
     architecture: Architecture, config: Mapping[str, Any], weights: Mapping[str, torch.Tensor]
 ) -> nn.Module:
-    """A new instance holding ``weights`` (strict); built on meta and assigned, so no second copy is made."""
+    """A new instance holding ``weights`` (strict); built on meta and assigned, so no second copy is made.
+
+    Kernels pick code paths by the alignment of their operands, so a weight that starts off a 64-byte
+    boundary (a safetensors data section at 8 mod 64, a crafted zip record) is copied to aligned memory:
+    the upload's run and every artifact's run (all 64-byte aligned) then compute the same way.
+    """
+    weights = _aligned(weights)
     try:
         with torch.device("meta"):
             module = architecture.build(config)
@@ -157,6 +180,21 @@ def load_fresh(
             },
         ) from None
     return module.eval()
+
+
+_ALIGNMENT = 64
+
+
+def _aligned(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    copies: dict[int, torch.Tensor] = {}
+    aligned: dict[str, torch.Tensor] = {}
+    for name, tensor in weights.items():
+        if tensor.data_ptr() % _ALIGNMENT == 0:
+            aligned[name] = tensor
+        else:
+            # One copy per tensor object, so tied keys (the same object) stay one tensor.
+            aligned[name] = copies.setdefault(id(tensor), tensor.clone())
+    return aligned
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,52 @@ def canonical_weights(weights: Mapping[str, torch.Tensor], plan: Blueprint) -> d
         for name in group[1:]:
             canonical[name] = canonical[group[0]]
     return canonical
+
+
+def own_storages(value: Any, _seen: dict[int, Any] | None = None) -> Any:
+    """``value`` with every tensor on a storage of exactly its own bytes.
+
+    torch.save writes a tensor's whole storage: a weight viewing part of one (a memory-mapped upload, a
+    crafted storage with a tail no tensor uses) would carry bytes that are no tensor's into a served
+    file. A contiguous tensor gets a zero-copy slice of its storage; only a non-contiguous one is copied.
+    Shared objects stay shared (tied weights remain one tensor). Containers are at most
+    ``structure.MAX_DEPTH`` deep by the time this runs.
+    """
+    seen = {} if _seen is None else _seen
+    if id(value) in seen:
+        return seen[id(value)]
+    result: Any
+    if isinstance(value, torch.Tensor):
+        result = _own_storage(value.detach())
+    elif isinstance(value, dict):
+        result = type(value)() if type(value) in (dict, OrderedDict) else {}
+        seen[id(value)] = result
+        for key, item in value.items():
+            result[key] = own_storages(item, seen)
+        return result
+    elif isinstance(value, list):
+        result = []
+        seen[id(value)] = result
+        result.extend(own_storages(item, seen) for item in value)
+        return result
+    elif isinstance(value, tuple) and type(value) is tuple:
+        result = tuple(own_storages(item, seen) for item in value)
+    else:
+        result = value
+    seen[id(value)] = result
+    return result
+
+
+def _own_storage(tensor: torch.Tensor) -> torch.Tensor:
+    nbytes = tensor.numel() * tensor.element_size()
+    storage = tensor.untyped_storage()
+    if tensor.storage_offset() == 0 and storage.nbytes() == nbytes and tensor.is_contiguous():
+        return tensor
+    if not tensor.is_contiguous():
+        return tensor.contiguous()
+    start = tensor.storage_offset() * tensor.element_size()
+    piece = storage[start : start + nbytes]
+    return torch.empty((0,), dtype=tensor.dtype).set_(piece, 0, tensor.shape, tensor.stride())
 
 
 def write_torch(path: Path, obj: Any) -> None:
