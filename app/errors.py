@@ -14,12 +14,14 @@ WeightvaultError
 │   │   ├── UnreadableCheckpoint  422 unreadable_checkpoint
 │   │   └── ArchitectureMismatch  422 architecture_mismatch
 │   ├── TooLarge                  413 too_large
-│   └── LimitExceeded             422 limit_exceeded
+│   ├── LimitExceeded             422 limit_exceeded
+│   └── UploadTimeout             408 upload_timeout (stalled or too slow; closes the connection)
 ├── NotFound (404)
 │   ├── RouteNotFound, ArchitectureNotFound, ModelNotFound, VersionNotFound,
 │   └── ArtifactNotFound, JobNotFound
 ├── Conflict (409)
-│   └── ModelExists
+│   ├── ModelExists               409 model_exists
+│   └── AliasInUse                409 alias_in_use (details.aliases)
 └── Unauthorized 401 / Forbidden 403
 """
 
@@ -31,6 +33,9 @@ from typing import Any, ClassVar
 class WeightvaultError(Exception):
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal_error"
+    # True when the client may still be sending: the answer then closes the connection, or the server
+    # would go on reading (and discarding) whatever the client keeps sending.
+    close_connection: ClassVar[bool] = False
 
     def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
@@ -102,6 +107,7 @@ class LimitExceeded(BadRequest):
 class UploadTimeout(BadRequest):
     status = 408
     code = "upload_timeout"
+    close_connection = True
 
 
 class NotFound(WeightvaultError):
@@ -140,6 +146,10 @@ class Conflict(WeightvaultError):
 
 class ModelExists(Conflict):
     code = "model_exists"
+
+
+class AliasInUse(Conflict):
+    code = "alias_in_use"
 
 
 class Unauthorized(WeightvaultError):

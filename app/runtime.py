@@ -38,6 +38,8 @@ class Runtime:
             max_upload_bytes=self.settings.max_upload_bytes,
             max_metadata_bytes=self.settings.max_metadata_bytes,
             idle_timeout_seconds=self.settings.upload_idle_timeout_seconds,
+            deadline_base_seconds=self.settings.upload_deadline_base_seconds,
+            min_bytes_per_second=self.settings.upload_min_bytes_per_second,
             max_form_parts=self.settings.max_form_parts,
         )
 

@@ -36,8 +36,17 @@ class Settings(BaseSettings):
     max_form_parts: int = Field(default=16, ge=2, le=1000)
     architecture_modules: Annotated[list[str], NoDecode] = Field(default_factory=list)
     upload_idle_timeout_seconds: float = Field(default=60.0, gt=0)
+    # An upload must finish within base + bytes / min rate seconds: a steady drip never goes idle.
+    upload_deadline_base_seconds: float = Field(default=300.0, gt=0)
+    upload_min_bytes_per_second: float = Field(default=64 * 1024, gt=0)
+    # A client must send a request's headers this soon after connecting or after its request's first
+    # byte; uvicorn itself waits forever (slowloris).
+    header_timeout_seconds: float = Field(default=20.0, gt=0)
     gc_grace_seconds: float = Field(default=3600.0, ge=0)
     conversion_workers: int = Field(default=1, ge=0, le=64)
+    # Set by `serve` for its API processes: how many conversion workers it supervises, so /readyz can
+    # report workers that fail to start. 0 (the default, e.g. workers on other machines): not checked.
+    expected_conversion_workers: int = Field(default=0, ge=0, le=64)
     job_lease_seconds: float = Field(default=30.0, gt=0)
     job_time_limit_seconds: float = Field(default=900.0, gt=0)
     job_max_attempts: int = Field(default=3, ge=1, le=100)

@@ -46,7 +46,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _domain(_request: Request, exc: WeightvaultError) -> JSONResponse:
         if exc.status >= 500:
             log.error("server fault: %s", exc.message, exc_info=exc)
-        return ErrorResponse(exc.body(), status_code=exc.status)
+        headers = {"Connection": "close"} if exc.close_connection else None
+        return ErrorResponse(exc.body(), status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

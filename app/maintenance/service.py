@@ -1,9 +1,10 @@
-"""``fsck`` proves every row has its intact file and every file a row; ``gc`` removes files no row needs."""
+"""``fsck`` proves every row has its intact file and lists files no row needs; ``gc`` removes those."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,6 +21,9 @@ class FsckReport:
     checked_rows: int = 0
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Blobs no artifact references (left by deletes until gc runs): information, not a problem.
+    unreferenced_blobs: list[Path] = field(default_factory=list)
+    unreferenced_bytes: int = 0
 
     @property
     def clean(self) -> bool:
@@ -55,12 +59,17 @@ def fsck(*, session: Session, store: BlobStore, rehash: bool = True) -> FsckRepo
             )
     for name, path in store.iter_blobs():
         report.checked_blobs += 1
-        if rehash and sha256_file(path) != name:
+        try:
+            size = path.stat().st_size
+            # Unreferenced blobs are hashed too: an upload of the same content would claim the file as is.
+            corrupt = rehash and sha256_file(path) != name
+        except FileNotFoundError:
+            continue  # a concurrent gc removed it since the listing
+        if corrupt:
             report.problems.append(f"corrupt blob: {path} does not hash to its name")
         if name not in referenced:
-            report.problems.append(
-                f"orphan blob: {path} is referenced by no artifact (weightvault gc removes it)"
-            )
+            report.unreferenced_blobs.append(path)
+            report.unreferenced_bytes += size
     for leftover in store.leftovers():
         report.notes.append(f"staging leftover of a stopped process: {leftover} (removed at the next start)")
     return report

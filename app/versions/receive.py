@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,24 +45,54 @@ class UploadLimits:
     max_metadata_bytes: int
     idle_timeout_seconds: float = 60.0
     max_form_parts: int = 16
+    deadline_base_seconds: float = 300.0
+    min_bytes_per_second: float = 64 * 1024
 
 
-async def _chunks(request: Request, idle_timeout: float) -> AsyncIterator[bytes]:
-    """The body's chunks; a client that sends nothing for ``idle_timeout`` seconds is dropped."""
+async def _chunks(request: Request, limits: UploadLimits) -> AsyncIterator[bytes]:
+    """The body's chunks. A client that sends nothing for the idle timeout is dropped, and so is one
+    slower than the minimum rate once the base allowance is spent: a steady drip never goes idle, and
+    either would otherwise hold a connection and a staging file as long as it likes."""
     stream = request.stream().__aiter__()
+    started = time.monotonic()
+    received = 0
     while True:
+        # The allowance grows with the bytes received, so the average rate counts, not each chunk's.
+        deadline = started + limits.deadline_base_seconds + received / limits.min_bytes_per_second
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _too_slow(limits, received, time.monotonic() - started)
+        wait = min(limits.idle_timeout_seconds, left)
         try:
-            with anyio.fail_after(idle_timeout):
+            with anyio.fail_after(wait):
                 chunk = await stream.__anext__()
         except StopAsyncIteration:
             return
         except TimeoutError:
+            if wait < limits.idle_timeout_seconds:
+                raise _too_slow(limits, received, time.monotonic() - started) from None
             raise UploadTimeout(
-                f"The upload stalled: no bytes for {idle_timeout:g} s (WEIGHTVAULT_UPLOAD_IDLE_TIMEOUT_SECONDS); "
-                "nothing was kept, send it again.",
-                {"limit": "upload_idle_timeout_seconds", "value": idle_timeout},
+                f"The upload stalled: no bytes for {limits.idle_timeout_seconds:g} s "
+                "(WEIGHTVAULT_UPLOAD_IDLE_TIMEOUT_SECONDS); nothing was kept, send it again.",
+                {"limit": "upload_idle_timeout_seconds", "value": limits.idle_timeout_seconds},
             ) from None
+        received += len(chunk)
         yield chunk
+
+
+def _too_slow(limits: UploadLimits, received: int, elapsed: float) -> UploadTimeout:
+    return UploadTimeout(
+        f"The upload was too slow: {received} bytes in {elapsed:.1f} s. This server allows "
+        f"{limits.deadline_base_seconds:g} s plus one second per {limits.min_bytes_per_second:g} bytes "
+        "(WEIGHTVAULT_UPLOAD_DEADLINE_BASE_SECONDS, WEIGHTVAULT_UPLOAD_MIN_BYTES_PER_SECOND); "
+        "nothing was kept, send it again.",
+        {
+            "limit": "upload_min_bytes_per_second",
+            "value": limits.min_bytes_per_second,
+            "base_seconds": limits.deadline_base_seconds,
+            "received": received,
+        },
+    )
 
 
 class _HashingWriter:
@@ -171,7 +202,7 @@ async def receive_upload(
 async def _receive_raw(request: Request, dest: Path, limits: UploadLimits) -> ReceivedUpload:
     with dest.open("wb") as handle:
         writer = _HashingWriter(handle, limits.max_upload_bytes)
-        async for chunk in _chunks(request, limits.idle_timeout_seconds):
+        async for chunk in _chunks(request, limits):
             writer.add(chunk)
             await writer.flush()
         await writer.flush(force=True)
@@ -204,6 +235,10 @@ class _MultipartState:
     filename: str | None = None
     metadata: bytearray | None = None
     other_bytes: int = 0
+    ended: bool = False
+
+    def on_end(self) -> None:
+        self.ended = True
 
     def on_part_begin(self) -> None:
         self.parts += 1
@@ -282,17 +317,24 @@ async def _receive_multipart(
                 "on_header_end": state.on_header_end,
                 "on_headers_finished": state.on_headers_finished,
                 "on_part_data": state.on_part_data,
+                "on_end": state.on_end,
             },
             max_header_count=16,
         )
         try:
-            async for chunk in _chunks(request, limits.idle_timeout_seconds):
+            async for chunk in _chunks(request, limits):
                 parser.write(chunk)
                 await state.writer.flush()
             parser.finalize()
         except MultipartParseError as exc:
             raise InvalidRequest(f"The multipart body is malformed: {exc}.") from None
         await state.writer.flush(force=True)
+    if not state.ended:
+        # python-multipart's finalize() does not check this: a cut-off body would pass as a shorter file.
+        raise UnreadableCheckpoint(
+            "The multipart body ended without its closing boundary (--<boundary>--): the upload is "
+            "incomplete; nothing was kept, send it again."
+        )
     if state.files_seen == 0:
         raise InvalidRequest("The form has no 'file' field; send the checkpoint as multipart field 'file'.")
     _refuse_empty(state.writer)
