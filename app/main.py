@@ -7,9 +7,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.api.errors import install_error_handlers
+from app.api.openapi import install_contract_openapi
+from app.api.query_params import reject_unknown_query_params
 from app.architectures.router import router as architectures_router
 from app.artifacts.router import router as artifacts_router
 from app.auth.policy import authorize
@@ -36,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = open_runtime(chosen, migrate=chosen.migrate_on_start)
         app.state.runtime = runtime
-        log.info("weightvault %s serving data dir %s", __version__, chosen.data_dir.resolve())
+        log.debug("weightvault %s serving data dir %s", __version__, chosen.data_dir.resolve())
         if not chosen.auth_enabled:
             log.warning("authentication is off: every request is allowed (set WEIGHTVAULT_AUTH=on)")
         try:
@@ -44,14 +47,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             runtime.close()
 
-    app = FastAPI(
+    # FastAPIOffline serves Swagger UI and ReDoc from its package, not a CDN: /docs works offline.
+    app = FastAPIOffline(
         title="weightvault",
         version=__version__,
         description="A model-artifact store for PyTorch: upload checkpoints, get proven full/weights/ONNX artifacts.",
         lifespan=lifespan,
-        dependencies=[Depends(authorize)],
+        # Authorisation first: a caller without access learns nothing about the parameters.
+        dependencies=[Depends(authorize), Depends(reject_unknown_query_params)],
     )
     install_error_handlers(app)
+    install_contract_openapi(app)
     app.add_middleware(RequestContextMiddleware)
     for router in (
         ops_router,

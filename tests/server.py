@@ -32,18 +32,29 @@ def server_env(data_dir: Path, database_url: str, **extra: str) -> dict[str, str
         WEIGHTVAULT_DATABASE_URL=database_url,
         WEIGHTVAULT_ARCHITECTURE_MODULES=TEST_ARCHITECTURES,
         PYTHONPATH=str(Path(__file__).resolve().parent.parent),
-        **extra,
     )
+    env.update(extra)
     return env
 
 
 @contextmanager
-def running_server(data_dir: Path, database_url: str, log: Path, *args: str, **env: str) -> Iterator[str]:
-    """Start the server, wait until /healthz answers, yield its base URL, stop it with SIGTERM."""
+def running_server(
+    data_dir: Path, database_url: str, log: Path, *args: str, cwd: Path | None = None, **env: str
+) -> Iterator[str]:
+    """Start the server, wait until /healthz answers, yield its base URL, stop it with SIGTERM.
+
+    With ``cwd`` it is started as a user would, by the ``weightvault`` command from that folder.
+    """
     port = free_port()
+    command = (
+        [str(Path(sys.executable).parent / "weightvault")]
+        if cwd is not None
+        else [sys.executable, "-m", "app"]
+    )
     with log.open("ab") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--port", str(port), *args],
+            [*command, "serve", "--port", str(port), *args],
+            cwd=cwd,
             env=server_env(data_dir, database_url, **env),
             stdout=log_file,
             stderr=subprocess.STDOUT,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -12,12 +13,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from app.cli.client_commands import register as register_client_commands
-from app.settings import get_settings
+from app import __version__
+from app.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
 
+log = logging.getLogger("weightvault")
 cli = typer.Typer(help="weightvault: a model-artifact store for PyTorch.", no_args_is_help=True)
 db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
 token_cli = typer.Typer(help="API tokens (shown once, stored as a hash).", no_args_is_help=True)
@@ -46,6 +48,7 @@ def serve(
     """Serve the HTTP API; migrates first and supervises conversion workers unless told not to."""
     import uvicorn
 
+    from app.api.http_protocol import WeightvaultHttpProtocol
     from app.db.migrate import upgrade
 
     settings = get_settings()
@@ -61,9 +64,11 @@ def serve(
         os.environ["WEIGHTVAULT_AUTH"] = "on" if not _is_loopback(bind_host) else "off"
     if api_processes > 1:
         _prepare_multiprocess_metrics(settings.data_dir)
+    count = settings.conversion_workers if conversion_workers is None else conversion_workers
+    os.environ["WEIGHTVAULT_EXPECTED_CONVERSION_WORKERS"] = str(count)
+    _log_start(settings, bind_host, bind_port, api_processes, count)
     # The app (in this process when there is one API process) must read the settings decided above.
     get_settings.cache_clear()
-    count = settings.conversion_workers if conversion_workers is None else conversion_workers
     supervisor = None
     if count > 0:
         # Exports run in their own processes: they can take minutes and GBs, and may crash.
@@ -72,7 +77,8 @@ def serve(
         # uvicorn re-raises SIGTERM after its shutdown, so the `finally` below may not run: the kernel
         # then ends the supervisor with this process.
         supervisor = subprocess.Popen(
-            [sys.executable, "-m", "app", "worker", "--processes", str(count)], preexec_fn=die_with_parent
+            [sys.executable, "-P", "-m", "app", "worker", "--processes", str(count)],
+            preexec_fn=die_with_parent,
         )
     try:
         uvicorn.run(
@@ -84,7 +90,9 @@ def serve(
             log_config=None,  # keep the handlers configure_logging installed
             access_log=False,  # our middleware logs each request with its request id
             loop="uvloop",
-            http="httptools",
+            # httptools with a header deadline and contract error bodies; the --workers processes
+            # receive the class with the config.
+            http=WeightvaultHttpProtocol,
             timeout_graceful_shutdown=30,
         )
     finally:
@@ -123,6 +131,26 @@ def worker(
             job_worker.run_forever(stop)
     finally:
         runtime.close()
+
+
+def _log_start(settings: Settings, host: str, port: int, api_processes: int, workers: int) -> None:
+    from sqlalchemy.engine import make_url
+
+    database = make_url(settings.effective_database_url).render_as_string(hide_password=True)
+    auth = os.environ.get("WEIGHTVAULT_AUTH", settings.auth or "off")
+    shown = f"[{host}]" if ":" in host else host
+    log.info(
+        "weightvault %s listening on http://%s:%d (data dir %s, database %s, auth %s, "
+        "%d API process(es), %d conversion worker(s))",
+        __version__,
+        shown,
+        port,
+        settings.data_dir.resolve(),
+        database,
+        auth,
+        api_processes,
+        workers,
+    )
 
 
 def _prepare_multiprocess_metrics(data_dir: Path) -> None:
@@ -201,7 +229,8 @@ def token_revoke(public_id: Annotated[str, typer.Argument(help="The id shown by 
 def fsck(
     quick: Annotated[bool, typer.Option(help="Skip re-hashing blob contents.")] = False,
 ) -> None:
-    """Check every stored file against its sha256 and every row against its file; exit 1 on a problem."""
+    """Check every stored file against its sha256 and every row against its file; exit 1 on a problem
+    (unreferenced files are listed, not problems: `gc` removes them)."""
     from app.maintenance.service import fsck as run_fsck
 
     runtime = _runtime()
@@ -212,6 +241,14 @@ def fsck(
         runtime.close()
     for note in report.notes:
         typer.echo(f"note: {note}")
+    for path in report.unreferenced_blobs:
+        typer.echo(f"note: unreferenced blob: {path}")
+    if report.unreferenced_blobs:
+        # Deletes leave their blobs to gc, which keeps them for the grace period: not damage.
+        typer.echo(
+            f"note: {len(report.unreferenced_blobs)} unreferenced blob(s), {report.unreferenced_bytes} bytes; "
+            "`weightvault gc` removes them once they are older than WEIGHTVAULT_GC_GRACE_SECONDS"
+        )
     for problem in report.problems:
         typer.echo(f"problem: {problem}")
     typer.echo(
@@ -261,10 +298,8 @@ def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")]
     typer.echo(f"database at {revision}")
 
 
-register_client_commands(cli)
-
-
-def main() -> None:
+def register(root: typer.Typer) -> None:
+    """The ``weightvault.cli`` plugin: add the server's commands to the client's ``weightvault`` command."""
     from pydantic import ValidationError
 
     from app.ops.logs import configure_logging
@@ -275,4 +310,12 @@ def main() -> None:
     except ValidationError:
         # A broken server .env must not stop client commands (push, pull ...); `serve` reports it itself.
         configure_logging()
-    cli()
+    root.registered_commands.extend(cli.registered_commands)
+    root.registered_groups.extend(cli.registered_groups)
+
+
+def main() -> None:
+    """``python -m app``: the server's commands alone (how serve starts its workers)."""
+    root = typer.Typer(help="weightvault server commands.", no_args_is_help=True)
+    register(root)
+    root()

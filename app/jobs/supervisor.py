@@ -27,7 +27,7 @@ def die_with_parent() -> None:
 
 
 def worker_command() -> list[str]:
-    return [sys.executable, "-m", "app", "worker", "--single"]
+    return [sys.executable, "-P", "-m", "app", "worker", "--single"]
 
 
 def supervise(processes: int) -> int:
@@ -56,6 +56,12 @@ def supervise(processes: int) -> int:
                     process.returncode,
                 )
                 if time.monotonic() - started < QUICK_DEATH_SECONDS:
+                    log.error(
+                        "conversion worker %d could not start (exit %s): conversions stay queued and "
+                        "/readyz reports conversion_workers: false until it can; see its error above",
+                        slot,
+                        process.returncode,
+                    )
                     time.sleep(RESTART_BACKOFF_SECONDS)
             children[slot] = (
                 subprocess.Popen(worker_command(), preexec_fn=die_with_parent),

@@ -22,7 +22,7 @@ from app.architectures.builtin import SIMPLE_LINEAR
 from app.checkpoints.ingest import load_artifact_weights
 from app.checkpoints.validate import blueprint
 from app.errors import ArchitectureNotFound
-from app.jobs import service
+from app.jobs import heartbeat, service
 from app.models.models import RegisteredModel
 from app.onnx.export import ConversionFailed, ExportResult, describe_export_error, export_and_check
 from app.onnx.options import OnnxOptions
@@ -62,7 +62,9 @@ class LeaseKeeper(threading.Thread):
         self.lost = False
 
     def run(self) -> None:
-        while not self.stopped.wait(self.lease_seconds / 3):
+        while not self.stopped.wait(min(self.lease_seconds / 3, heartbeat.BEAT_SECONDS)):
+            # A long conversion is a live worker: keep its heartbeat fresh for /readyz.
+            heartbeat.beat(self.runtime.settings.data_dir, self.worker_id)
             try:
                 with self.runtime.sessions() as session:
                     if not service.renew_lease(
@@ -92,6 +94,9 @@ class Worker:
 
     def warm_up(self) -> None:
         """Pay the exporter's first-use cost before the first real job."""
+        # torch sets its loggers' levels when it is imported (after configure_logging): quiet the
+        # exporter's "torchvision is not installed" lines here, where they would first appear.
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
         started = time.perf_counter()
         config = SIMPLE_LINEAR.effective_config({})
         weights = SIMPLE_LINEAR.build(config).state_dict()
@@ -110,17 +115,31 @@ class Worker:
 
     def run_forever(self, stop: threading.Event) -> None:
         parent = os.getppid()
-        while not stop.is_set():
-            try:
-                worked = self.run_once()
-            except Exception:
-                log.exception("worker loop error; pausing")
-                worked = False
-            if os.getppid() != parent:
-                log.warning("parent process went away; worker exiting")
-                return
-            if not worked:
-                stop.wait(self.poll_seconds)
+        data_dir = self.runtime.settings.data_dir
+        last_beat = 0.0
+        try:
+            while not stop.is_set():
+                if time.monotonic() - last_beat >= heartbeat.BEAT_SECONDS:
+                    heartbeat.beat(data_dir, self.worker_id)
+                    last_beat = time.monotonic()
+                if not self._turn(parent, stop):
+                    return
+        finally:
+            heartbeat.forget(data_dir, self.worker_id)
+
+    def _turn(self, parent: int, stop: threading.Event) -> bool:
+        """One claim-and-run (or wait); False when the worker should exit."""
+        try:
+            worked = self.run_once()
+        except Exception:
+            log.exception("worker loop error; pausing")
+            worked = False
+        if os.getppid() != parent:
+            log.warning("parent process went away; worker exiting")
+            return False
+        if not worked:
+            stop.wait(self.poll_seconds)
+        return True
 
     def run_once(self) -> bool:
         """Run one job if one is waiting; returns whether there was one."""

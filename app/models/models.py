@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db.base import Base, utcnow
@@ -13,12 +13,17 @@ from app.db.base import Base, utcnow
 
 class RegisteredModel(Base):
     __tablename__ = "models"
+    # Serves ?architecture= in name order (keyset pages) and "which models use this architecture".
+    __table_args__ = (Index("ix_models_architecture_name", "architecture", "name"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     architecture: Mapped[str] = mapped_column(String(128))
     config: Mapped[dict[str, Any]]
     description: Mapped[str | None] = mapped_column(Text)
+    user_metadata: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", default=dict, server_default=text("'{}'")
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Highest version number ever handed out; numbers are never reused, even after deletes.
     last_version: Mapped[int] = mapped_column(default=0)

@@ -2,38 +2,73 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
 
 from app.api.names import check_alias
-from app.api.pagination import Page, page_of
+from app.api.pagination import Page, bind_filters, page_of
 from app.artifacts.service import release_blobs
-from app.deps import PageDep, RegistryDep, SessionDep, StoreDep, ValidModel
+from app.deps import PageDep, RegistryDep, SessionDep, SettingsDep, StoreDep, ValidModel
 from app.models import service
-from app.models.schemas import AliasSet, ModelCreate, ModelRead
+from app.models.schemas import AliasSet, ModelCreate, ModelRead, ModelUpdate
 from app.versions.service import resolve_version
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
+NameContains = Annotated[
+    str | None,
+    Query(
+        max_length=128,
+        description="Only models whose name contains this text (case-insensitive; % and _ match literally).",
+    ),
+]
+ArchitectureFilter = Annotated[
+    str | None, Query(max_length=128, description="Only models of this architecture.")
+]
+
 
 @router.post("", status_code=201)
-def create_model(data: ModelCreate, session: SessionDep, registry: RegistryDep) -> ModelRead:
-    model = service.create_model(session=session, registry=registry, data=data)
+def create_model(
+    data: ModelCreate, session: SessionDep, registry: RegistryDep, settings: SettingsDep
+) -> ModelRead:
+    model = service.create_model(
+        session=session, registry=registry, data=data, max_metadata_bytes=settings.max_metadata_bytes
+    )
     return service.to_read(model, None)
 
 
 @router.get("")
-def list_models(session: SessionDep, page: PageDep) -> Page[ModelRead]:
-    rows, cursor = page_of(
-        list(service.list_models(session=session, limit=page.limit, after=page.after)),
-        page,
-        key=lambda m: m.name,
+def list_models(
+    session: SessionDep, page: PageDep, q: NameContains = None, architecture: ArchitectureFilter = None
+) -> Page[ModelRead]:
+    """Models in name order; a cursor continues the filtered list it came from."""
+    filters = bind_filters(page, {"q": q.lower() if q else q, "architecture": architecture})
+    found = service.list_models(
+        session=session,
+        limit=page.limit,
+        after=page.after,
+        q=filters.get("q", ""),
+        architecture=filters.get("architecture", ""),
     )
+    rows, cursor = page_of(list(found), page, key=lambda m: m.name, filters=filters)
     return Page(items=service.read_models(session=session, models=rows), next_cursor=cursor)
 
 
 @router.get("/{model}")
 def get_model(model: ValidModel, session: SessionDep) -> ModelRead:
     return service.read_models(session=session, models=[model])[0]
+
+
+@router.patch("/{model}")
+def update_model(
+    model: ValidModel, data: ModelUpdate, session: SessionDep, settings: SettingsDep
+) -> ModelRead:
+    """Change the description and/or replace the metadata (fields left out are kept)."""
+    updated = service.update_model(
+        session=session, model=model, data=data, max_metadata_bytes=settings.max_metadata_bytes
+    )
+    return service.read_models(session=session, models=[updated])[0]
 
 
 @router.delete("/{model}", status_code=204)

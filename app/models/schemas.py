@@ -7,6 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.api.metadata import Description, EditBody, MetadataIn
+from app.api.responses import StoredJson, StoredText
+
 
 class ModelCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -14,14 +17,20 @@ class ModelCreate(BaseModel):
     name: str = Field(max_length=1024, examples=["demo"])
     architecture: str = Field(max_length=1024, examples=["simple-linear"])
     config: dict[str, Any] | None = None
-    description: str | None = Field(default=None, max_length=10_000)
+    description: Description = None
+    metadata: MetadataIn = Field(default=None, examples=[{"team": "vision"}])
+
+
+class ModelUpdate(EditBody):
+    """Fields left out stay as they are; ``metadata`` replaces the stored object as a whole (no merge)."""
 
 
 class ModelRead(BaseModel):
     name: str
     architecture: str
-    config: dict[str, Any]
-    description: str | None
+    config: StoredJson
+    description: StoredText | None
+    metadata: StoredJson = Field(description="User metadata (a JSON object; {} when none was set)")
     created_at: datetime
     latest_version: int | None
     aliases: dict[str, int]

@@ -1,4 +1,4 @@
-"""Create, read and delete models; set and remove aliases."""
+"""Create, read, search, edit and delete models; set and remove aliases."""
 
 from __future__ import annotations
 
@@ -9,17 +9,23 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.api.metadata import check_metadata
 from app.api.names import check_alias, check_name, is_valid_name
 from app.architectures.registry import ArchitectureRegistry
 from app.db.engine import begin_write
 from app.errors import ArchitectureNotFound, ArchitectureNotFoundInput, ModelExists, ModelNotFound
 from app.models.models import Alias, RegisteredModel
-from app.models.schemas import ModelCreate, ModelRead
+from app.models.schemas import ModelCreate, ModelRead, ModelUpdate
 from app.versions.models import Version
 
 
-def create_model(*, session: Session, registry: ArchitectureRegistry, data: ModelCreate) -> RegisteredModel:
+def create_model(
+    *, session: Session, registry: ArchitectureRegistry, data: ModelCreate, max_metadata_bytes: int
+) -> RegisteredModel:
     name = check_name(data.name, "model name")
+    metadata = (
+        check_metadata(data.metadata, limit=max_metadata_bytes) if "metadata" in data.model_fields_set else {}
+    )
     try:
         architecture = registry.get(data.architecture)
     except ArchitectureNotFound as exc:
@@ -27,7 +33,11 @@ def create_model(*, session: Session, registry: ArchitectureRegistry, data: Mode
     config = architecture.effective_config(data.config)
     begin_write(session)
     model = RegisteredModel(
-        name=name, architecture=architecture.name, config=config, description=data.description
+        name=name,
+        architecture=architecture.name,
+        config=config,
+        description=data.description,
+        user_metadata=metadata,
     )
     session.add(model)
     try:
@@ -47,17 +57,46 @@ def get_model(*, session: Session, name: str) -> RegisteredModel:
         else None
     )
     if model is None:
-        raise ModelNotFound(
-            f"No model named '{name[:200]}'; create it with POST /v1/models.", {"model": name[:200]}
-        )
+        raise _model_not_found(name)
     return model
 
 
-def list_models(*, session: Session, limit: int, after: Any | None) -> Sequence[RegisteredModel]:
+def _model_not_found(name: str) -> ModelNotFound:
+    return ModelNotFound(
+        f"No model named '{name[:200]}'; create it with POST /v1/models.", {"model": name[:200]}
+    )
+
+
+def list_models(
+    *, session: Session, limit: int, after: Any | None, q: str = "", architecture: str = ""
+) -> Sequence[RegisteredModel]:
+    """Models in name order after ``after``: those whose name contains ``q`` (case-insensitive, ``%`` and
+    ``_`` literal) and with ``architecture``, when given."""
     query = select(RegisteredModel).order_by(RegisteredModel.name).limit(limit + 1)
     if isinstance(after, str):
         query = query.where(RegisteredModel.name > after)
+    if q:
+        query = query.where(RegisteredModel.name.icontains(q, autoescape=True))
+    if architecture:
+        query = query.where(RegisteredModel.architecture == architecture)
     return session.scalars(query).all()
+
+
+def update_model(
+    *, session: Session, model: RegisteredModel, data: ModelUpdate, max_metadata_bytes: int
+) -> RegisteredModel:
+    """Apply the fields ``data`` sets: ``description`` (null clears it) and ``metadata`` (replaced whole)."""
+    changes = data.changes(max_metadata_bytes=max_metadata_bytes)
+    if changes:
+        begin_write(session)
+        row = session.get(RegisteredModel, model.id)
+        if row is None:
+            session.rollback()
+            raise _model_not_found(model.name)
+        for attribute, value in changes.items():
+            setattr(row, attribute, value)
+        session.commit()
+    return refreshed(session=session, model=model)
 
 
 def delete_model(*, session: Session, model: RegisteredModel) -> list[str]:
@@ -88,6 +127,7 @@ def to_read(model: RegisteredModel, latest: int | None) -> ModelRead:
         architecture=model.architecture,
         config=model.config,
         description=model.description,
+        metadata=model.user_metadata,
         created_at=model.created_at,
         latest_version=latest,
         aliases={alias.name: alias.version_number for alias in sorted(model.aliases, key=lambda a: a.name)},

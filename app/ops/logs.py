@@ -45,6 +45,16 @@ class TextFormatter(logging.Formatter):
         return f"{line} [{context}]" if context else line
 
 
+QUIET_LOGGERS = (
+    "alembic",
+    "uvicorn.error",
+    "onnx_ir",
+    "onnxscript",
+    "torch._dynamo",
+    "torch.export",
+)
+
+
 def configure_logging(level: str = "INFO", json_lines: bool | None = None) -> None:
     """Route every logger (uvicorn's included) through one handler on stderr."""
     use_json = not sys.stderr.isatty() if json_lines is None else json_lines
@@ -60,3 +70,7 @@ def configure_logging(level: str = "INFO", json_lines: bool | None = None) -> No
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+    # Libraries' start-up chatter (alembic's plugin list, uvicorn's lifecycle lines, the ONNX exporter's
+    # passes) says nothing an operator acts on; serve logs its own summary instead. Warnings still show.
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

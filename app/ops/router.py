@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from app import __version__
 from app.api.errors import ErrorResponse, error_body
 from app.deps import RuntimeDep
+from app.jobs import heartbeat
 from app.ops.metrics import render
 
 router = APIRouter(tags=["operations"])
@@ -25,6 +26,10 @@ async def readyz(runtime: RuntimeDep) -> dict[str, object] | JSONResponse:
     database = await run_in_threadpool(runtime.database_ok)
     storage = await run_in_threadpool(runtime.store.usable)
     checks = {"database": database, "storage": storage}
+    if runtime.settings.expected_conversion_workers:
+        # serve supervises workers here: one that cannot start leaves conversions queued forever.
+        alive = await run_in_threadpool(heartbeat.live_workers, runtime.settings.data_dir)
+        checks["conversion_workers"] = alive > 0
     if all(checks.values()):
         return {"status": "ready", "checks": checks}
     failing = [name for name, ok in checks.items() if not ok]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ForeignKey, UniqueConstraint
+from sqlalchemy import ForeignKey, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db.base import Base, utcnow
@@ -23,6 +23,7 @@ class Version(Base):
     number: Mapped[int]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     user_metadata: Mapped[dict[str, Any]] = mapped_column("metadata")
+    description: Mapped[str | None] = mapped_column(Text)
     source: Mapped[dict[str, Any]]
     training: Mapped[dict[str, Any]]
     validation: Mapped[dict[str, Any]]

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.api.pagination import Page, page_of
-from app.deps import PageDep, RuntimeDep, SessionDep, StoreDep, ValidModel, ValidVersion
+from app.deps import PageDep, RuntimeDep, SessionDep, SettingsDep, StoreDep, ValidModel, ValidVersion
 from app.errors import WeightvaultError
 from app.models.models import RegisteredModel
 from app.ops.metrics import UPLOADS
@@ -17,7 +17,7 @@ from app.runtime import Runtime
 from app.versions import service
 from app.versions.models import Version
 from app.versions.receive import receive_upload
-from app.versions.schemas import VersionRead
+from app.versions.schemas import VersionRead, VersionUpdate
 
 router = APIRouter(prefix="/v1/models/{model}/versions", tags=["versions"])
 
@@ -95,7 +95,44 @@ def get_version(model: ValidModel, version: ValidVersion) -> VersionRead:
     return service.to_read(version, model=model)
 
 
-@router.delete("/{ref}", status_code=204)
-def delete_version(version: ValidVersion, session: SessionDep, store: StoreDep) -> Response:
-    service.delete_version(session=session, store=store, version=version)
-    return Response(status_code=204)
+@router.patch("/{ref}")
+def update_version(
+    model: ValidModel, version: ValidVersion, data: VersionUpdate, session: SessionDep, settings: SettingsDep
+) -> VersionRead:
+    """Change the description and/or replace the metadata (fields left out are kept)."""
+    updated = service.update_version(
+        session=session, version=version, data=data, max_metadata_bytes=settings.max_metadata_bytes
+    )
+    return service.to_read(updated, model=model)
+
+
+REMOVED_ALIASES_HEADER = "X-Weightvault-Removed-Aliases"
+
+
+@router.delete(
+    "/{ref}",
+    status_code=204,
+    responses={
+        204: {
+            "description": "Deleted",
+            "headers": {
+                REMOVED_ALIASES_HEADER: {
+                    "description": "The aliases removed with the version (force), comma-separated",
+                    "schema": {"type": "string"},
+                }
+            },
+        },
+        409: {"description": "`alias_in_use`: an alias points at the version (`details.aliases`)"},
+    },
+)
+def delete_version(
+    version: ValidVersion,
+    session: SessionDep,
+    store: StoreDep,
+    force: Annotated[
+        bool, Query(description="Also remove the aliases that point at the version (else 409 alias_in_use).")
+    ] = False,
+) -> Response:
+    removed = service.delete_version(session=session, store=store, version=version, force=force)
+    headers = {REMOVED_ALIASES_HEADER: ", ".join(removed)} if removed else None
+    return Response(status_code=204, headers=headers)

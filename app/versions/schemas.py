@@ -1,17 +1,19 @@
-"""Response bodies for versions."""
+"""Request and response bodies for versions."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from app.api.metadata import EditBody
+from app.api.responses import StoredJson, StoredText
 from app.artifacts.schemas import ArtifactRead
 
 
 class Source(BaseModel):
-    filename: str | None
+    filename: StoredText | None
     size: int
     sha256: str
     format: Literal["torch_zip", "torch_legacy", "safetensors"]
@@ -21,15 +23,20 @@ class Source(BaseModel):
 class Training(BaseModel):
     epoch: int | None
     step: int | None
-    optimizer: str | None
+    optimizer: StoredText | None
+
+
+class VersionUpdate(EditBody):
+    """Fields left out stay as they are; ``metadata`` replaces the stored object as a whole (no merge)."""
 
 
 class VersionRead(BaseModel):
     model: str
     version: int
     created_at: datetime
-    metadata: dict[str, Any]
+    description: StoredText | None = Field(description="Free text, set with PATCH; null when none was set")
+    metadata: StoredJson
     source: Source
     training: Training
-    validation: dict[str, Any]
+    validation: StoredJson
     artifacts: list[ArtifactRead]

@@ -1,7 +1,8 @@
-"""Resolve version refs, ingest uploads into new versions, list and delete them."""
+"""Resolve version refs, ingest uploads into new versions, list, edit and delete them."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +18,13 @@ from app.artifacts.models import Artifact
 from app.checkpoints.ingest import ingest_checkpoint
 from app.checkpoints.limits import ReadLimits
 from app.db.engine import begin_write
-from app.errors import ModelNotFound, VersionNotFound
+from app.errors import AliasInUse, ModelNotFound, VersionNotFound
 from app.models.models import Alias, RegisteredModel
 from app.storage.blobstore import BlobStore, StoredBlob
 from app.versions.models import Version
-from app.versions.schemas import VersionRead
+from app.versions.schemas import VersionRead, VersionUpdate
+
+log = logging.getLogger("weightvault.versions")
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,6 @@ def create_version(
     session.rollback()  # hold no read transaction (or SQLite snapshot) during the long ingest
     result = ingest_checkpoint(
         upload=upload.path,
-        upload_sha256=upload.sha256,
         architecture=architecture,
         config=model.config,
         workdir=workdir,
@@ -141,12 +143,61 @@ def _allocate_number(*, session: Session, model: RegisteredModel) -> int:
     return int(number)
 
 
-def delete_version(*, session: Session, store: BlobStore, version: Version) -> None:
+def update_version(
+    *, session: Session, version: Version, data: VersionUpdate, max_metadata_bytes: int
+) -> Version:
+    """Apply the fields ``data`` sets: ``description`` (null clears it) and ``metadata`` (replaced whole)."""
+    changes = data.changes(max_metadata_bytes=max_metadata_bytes)
+    if not changes:
+        return version
+    begin_write(session)
+    row = session.get(Version, version.id)
+    if row is None:
+        session.rollback()
+        raise VersionNotFound(f"Version {version.number} was deleted meanwhile.", {"version": version.number})
+    for attribute, value in changes.items():
+        setattr(row, attribute, value)
+    session.commit()
+    return row
+
+
+def delete_version(*, session: Session, store: BlobStore, version: Version, force: bool = False) -> list[str]:
+    """Delete the version and release its files; returns the names of the aliases removed with it.
+
+    Raises ``AliasInUse`` when an alias points at it, unless ``force`` (then those aliases go too).
+    """
     hashes = [artifact.sha256 for artifact in version.artifacts]
     begin_write(session)
-    session.delete(session.get(Version, version.id))
+    # Locked first (PostgreSQL), so an alias set concurrently is either seen here or waits for the delete.
+    row = session.get(Version, version.id, with_for_update=True)
+    if row is None:
+        session.rollback()
+        return []
+    number = row.number
+    aliases = list(session.scalars(select(Alias.name).where(Alias.version_id == row.id).order_by(Alias.name)))
+    if aliases and not force:
+        session.rollback()
+        raise AliasInUse(
+            f"Version {number} is what {_alias_list(aliases)} point{'s' if len(aliases) == 1 else ''} at; "
+            "move or delete the alias first, or delete with ?force=true to remove the aliases with it.",
+            {"aliases": aliases, "version": number},
+        )
+    session.delete(row)  # the aliases go by ON DELETE CASCADE
     session.commit()
+    if aliases:
+        log.info(
+            "deleted version %d of model id %d with the aliases pointing at it: %s",
+            number,
+            row.model_id,
+            ", ".join(aliases),
+        )
     artifacts_service.release_blobs(session=session, store=store, hashes=hashes)
+    return aliases
+
+
+def _alias_list(aliases: Sequence[str]) -> str:
+    quoted = [f"'{name}'" for name in aliases]
+    return f"alias {quoted[0]}" if len(quoted) == 1 else f"aliases {', '.join(quoted)}"
 
 
 def to_read(version: Version, *, model: RegisteredModel) -> VersionRead:
@@ -155,6 +206,7 @@ def to_read(version: Version, *, model: RegisteredModel) -> VersionRead:
             "model": model.name,
             "version": version.number,
             "created_at": version.created_at,
+            "description": version.description,
             "metadata": version.user_metadata,
             "source": version.source,
             "training": version.training,

@@ -1,6 +1,6 @@
 """The weightvault Python client: push checkpoints from a training script, pull and load them back.
 
-    from app.client import Client
+    from weightvault import Client
 
     client = Client("http://127.0.0.1:8000", token=...)
     client.push("mnist", model, optimizer=opt, epoch=10, metadata={"acc": 0.98})
@@ -11,9 +11,9 @@
 It needs httpx (and torch to load weights), never the server's dependencies.
 """
 
-from app.client.client import Client
-from app.client.download import Pulled
-from app.client.errors import (
+from weightvault.client import Client
+from weightvault.download import Pulled
+from weightvault.errors import (
     ApiError,
     BadRequest,
     ChecksumMismatch,
@@ -31,8 +31,8 @@ from app.client.errors import (
     WaitTimeout,
     WeightvaultError,
 )
-from app.client.refs import Ref, parse_ref
-from app.client.resources import Artifact, Job, Model, Version
+from weightvault.refs import Ref, parse_ref
+from weightvault.resources import Artifact, Job, Model, Version
 
 __all__ = [
     "ApiError",

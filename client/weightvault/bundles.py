@@ -10,8 +10,8 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from app.client.cache import COPY_CHUNK_BYTES, place
-from app.client.errors import UnexpectedResponse
+from weightvault.cache import COPY_CHUNK_BYTES, place
+from weightvault.errors import UnexpectedResponse
 
 ZIP_MAGIC = b"PK\x03\x04"  # an ONNX protobuf starts with a field tag (0x08), never with this
 _MEMBER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")

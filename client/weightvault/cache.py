@@ -19,6 +19,7 @@ import re
 import secrets
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -111,6 +112,35 @@ class Cache:
         self.refs.mkdir(parents=True, exist_ok=True)
         _write_atomically(self.refs / f"{key}.json", json.dumps(asdict(entry)).encode())
 
+    def entries(self) -> list[CachedBlob]:
+        """Every verified file and interrupted download, newest use first."""
+        found: list[CachedBlob] = []
+        if self.blobs.is_dir():
+            for path in self.blobs.iterdir():
+                name, _, suffix = path.name.partition(".")
+                if not SHA256.fullmatch(name) or suffix not in ("", "incomplete"):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    stat = path.stat()
+                    found.append(CachedBlob(name, stat.st_size, stat.st_mtime, complete=suffix == ""))
+        return sorted(found, key=lambda blob: blob.used, reverse=True)
+
+    def prune(self, *, unused_for_seconds: float = 0.0, now: float | None = None) -> list[CachedBlob]:
+        """Remove files not used for that long (and their refs); what was removed."""
+        cutoff = (time.time() if now is None else now) - unused_for_seconds
+        removed = [blob for blob in self.entries() if blob.used <= cutoff]
+        gone = {blob.sha256 for blob in removed if blob.complete}
+        for blob in removed:
+            with contextlib.suppress(FileNotFoundError):
+                (self.blob(blob.sha256) if blob.complete else self.partial(blob.sha256)).unlink()
+        if gone and self.refs.is_dir():
+            for ref in self.refs.glob("*.json"):
+                entry = self.read_ref(ref.stem)
+                if entry is not None and entry.sha256 in gone:
+                    with contextlib.suppress(FileNotFoundError):
+                        ref.unlink()
+        return removed
+
 
 def _write_atomically(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -124,15 +154,30 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 def place(blob: Path, dest: Path) -> Path:
-    """Copy a cached blob to ``dest`` through a temp file in the same folder, so ``dest`` is whole or absent."""
+    """Put a cached blob at ``dest`` through a temp name in the same folder, so ``dest`` is whole or absent.
+
+    A hard link when the cache is on the same filesystem (the file is then stored once; both names are
+    read-only, as cached files are), else a copy.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.{secrets.token_hex(6)}.tmp"
     try:
-        # "xb" creates the file with the usual permissions (umask), unlike mkstemp's 0600.
-        with blob.open("rb") as source, tmp.open("xb") as target:
-            shutil.copyfileobj(source, target, COPY_CHUNK_BYTES)
+        try:
+            os.link(blob, tmp)
+        except OSError:
+            # "xb" creates the file with the usual permissions (umask), unlike mkstemp's 0600.
+            with blob.open("rb") as source, tmp.open("xb") as target:
+                shutil.copyfileobj(source, target, COPY_CHUNK_BYTES)
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return dest
+
+
+@dataclass(frozen=True)
+class CachedBlob:
+    sha256: str
+    size: int
+    used: float  # mtime: set when it was downloaded or last served from the cache
+    complete: bool

@@ -1,6 +1,6 @@
 """The torch side of the client: the file a push sends, and reading downloaded artifacts back.
 
-torch and safetensors are imported on first use, so ``import app.client`` (and ``weightvault ls``) stays fast.
+torch and safetensors are imported on first use, so ``import weightvault`` (and ``weightvault ls``) stays fast.
 """
 
 from __future__ import annotations

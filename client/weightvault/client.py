@@ -10,15 +10,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from app.client import bundles, checkpoint
-from app.client.cache import Cache, default_cache_dir, place
-from app.client.download import Pulled, fetch
-from app.client.errors import Conflict, ConversionFailed, WaitTimeout
-from app.client.progress import Reporter, auto_reporter
-from app.client.refs import Ref, check_name, parse_ref
-from app.client.resources import Job, Model, Version
-from app.client.transport import DEFAULT_CONNECT_RETRY, DEFAULT_TIMEOUT, DEFAULT_URL, Transport
-from app.client.upload import open_source, send
+from weightvault import bundles, checkpoint
+from weightvault.cache import Cache, default_cache_dir, place
+from weightvault.download import Pulled, fetch
+from weightvault.errors import Conflict, ConversionFailed, WaitTimeout
+from weightvault.progress import Reporter, auto_reporter
+from weightvault.refs import Ref, check_name, parse_ref
+from weightvault.resources import Job, Model, Version
+from weightvault.transport import DEFAULT_CONNECT_RETRY, DEFAULT_TIMEOUT, DEFAULT_URL, Transport
+from weightvault.upload import open_source, send
 
 if TYPE_CHECKING:
     import torch
@@ -33,7 +33,7 @@ class Client:
 
     Refs are ``"mnist"`` (latest), ``"mnist:3"``, ``"mnist:latest"`` or ``"mnist@production"``.
     Progress bars show when ``progress`` is true (default: when stderr is a terminal).
-    Errors are the typed exceptions of ``app.client.errors``.
+    Errors are the typed exceptions of ``weightvault.errors``.
     """
 
     def __init__(
@@ -98,8 +98,43 @@ class Client:
     def get_model(self, name: str) -> Model:
         return Model.from_json(self.transport.json("GET", f"/v1/models/{check_name(name)}"))
 
-    def list_models(self) -> list[Model]:
-        return [Model.from_json(item) for item in self.transport.pages("/v1/models")]
+    def list_models(self, *, q: str | None = None, architecture: str | None = None) -> list[Model]:
+        """All models, or those whose name contains ``q`` and/or with that architecture."""
+        params = {name: value for name, value in (("q", q), ("architecture", architecture)) if value}
+        return [Model.from_json(item) for item in self.transport.pages("/v1/models", params=params)]
+
+    def update_model(
+        self, name: str, *, description: str | None = None, metadata: dict[str, Any] | None = None
+    ) -> Model:
+        """Change a model's description and/or replace its metadata."""
+        body = _edits(description, metadata)
+        return Model.from_json(self.transport.json("PATCH", f"/v1/models/{check_name(name)}", json=body))
+
+    def update_version(
+        self, ref: str | Ref, *, description: str | None = None, metadata: dict[str, Any] | None = None
+    ) -> Version:
+        """Change a version's description and/or replace its metadata."""
+        return Version.from_json(
+            self.transport.json("PATCH", _ref(ref).path, json=_edits(description, metadata))
+        )
+
+    def delete_model(self, name: str) -> None:
+        """Delete a model with all its versions (admin scope)."""
+        self.transport.request("DELETE", f"/v1/models/{check_name(name)}")
+
+    def delete_version(self, ref: str | Ref, *, force: bool = False) -> None:
+        """Delete one version; Conflict (alias_in_use) when an alias points at it, unless ``force``."""
+        self.transport.request("DELETE", _ref(ref).path, params={"force": "true"} if force else None)
+
+    def list_architectures(self) -> list[dict[str, Any]]:
+        return list(self.transport.pages("/v1/architectures"))
+
+    def get_architecture(self, name: str) -> dict[str, Any]:
+        return self.transport.json("GET", f"/v1/architectures/{name}")
+
+    def list_jobs(self, *, model: str | None = None, status: str | None = None) -> list[Job]:
+        params = {name: value for name, value in (("model", model), ("status", status)) if value}
+        return [Job.from_json(item) for item in self.transport.pages("/v1/jobs", params=params)]
 
     def list_versions(self, model: str) -> list[Version]:
         path = f"/v1/models/{check_name(model)}/versions"
@@ -148,7 +183,19 @@ class Client:
                 raise TypeError(
                     "create=True needs architecture= (e.g. 'mlp') for a model that does not exist."
                 )
-            self.create_model(model, architecture, config=config, description=description, exist_ok=True)
+            existing = self.create_model(
+                model, architecture, config=config, description=description, exist_ok=True
+            )
+            if existing.architecture != architecture:
+                # Pushing into it would fail later with a key mismatch that hides the real mistake.
+                raise Conflict(
+                    409,
+                    "architecture_differs",
+                    f"The model '{model}' already exists with the architecture '{existing.architecture}', "
+                    f"not '{architecture}'. Push without --create/--architecture to add a version to it, "
+                    "or choose another model name.",
+                    {"model": model, "architecture": existing.architecture, "asked": architecture},
+                )
         params = {"metadata": json.dumps(metadata, allow_nan=False)} if metadata else {}
         with open_source(source, optimizer=optimizer, scheduler=scheduler, epoch=epoch, step=step) as upload:
             data = send(self.transport, model=model, upload=upload, params=params, reporter=self.reporter)
@@ -325,3 +372,12 @@ def _ref(ref: str | Ref) -> Ref:
 def _job_text(job: Job) -> str:
     where = f"{job.model}:{job.version}" if job.model else job.id
     return f"onnx {where}: {job.status}"
+
+
+def _edits(description: str | None, metadata: dict[str, Any] | None) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if description is not None:
+        body["description"] = description
+    if metadata is not None:
+        body["metadata"] = metadata
+    return body

@@ -8,7 +8,7 @@ Exit codes, for scripts:
     3  cannot connect to the server
     4  the ONNX conversion failed, or did not finish within --timeout
 
-Wire them into a Typer app with ``register(cli)``; ``python -m app.cli.client_commands`` runs them alone.
+Wire them into a Typer app with ``register(cli)``; ``python -m weightvault.commands`` runs them alone.
 """
 
 from __future__ import annotations
@@ -23,18 +23,19 @@ from typing import Annotated, Any
 
 import typer
 
-from app.cli import client_render as render
-from app.client import (
+from weightvault import (
     ApiError,
     Client,
     ConnectionFailed,
     ConversionFailed,
     InvalidRef,
     WeightvaultError,
+    advice,
     parse_ref,
+    render,
 )
-from app.client.refs import check_name
-from app.client.transport import DEFAULT_URL
+from weightvault.refs import check_name
+from weightvault.transport import DEFAULT_URL
 
 EXIT_REFUSED = 1
 EXIT_CONNECT = 3
@@ -83,21 +84,37 @@ def _print_json(value: Any) -> None:
 
 
 @contextmanager
-def _session(url: str, token: str | None, as_json: bool) -> Iterator[Client]:
-    """A Client; the client's errors become messages and the documented exit codes."""
+def _session(url: str, token: str | None, as_json: bool, command: str = "") -> Iterator[Client]:
+    """A Client; the client's errors become messages in the CLI's words and the documented exit codes."""
     # `weightvault` configures INFO logging for the server; one line per HTTP request is noise here.
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
         with Client(url, token=token) as client:
-            yield client
+            try:
+                yield client
+            except ApiError as exc:
+                _fail(exc, as_json, _advice(client, exc, command))
     except InvalidRef as exc:
         raise typer.BadParameter(exc.message) from None
     except WeightvaultError as exc:
         _fail(exc, as_json)
 
 
-def _fail(exc: WeightvaultError, as_json: bool) -> None:
+def _advice(client: Client, error: ApiError, command: str) -> str:
+    return f"{_explain(client, error, command)} ({error.status} {error.code})"
+
+
+def _explain(client: Client, error: ApiError, command: str) -> str:
+    return advice.explain(
+        error,
+        models=lambda: [model.name for model in client.list_models()],
+        architectures=lambda: [str(arch.get("name")) for arch in client.list_architectures()],
+        command=command,
+    )
+
+
+def _fail(exc: WeightvaultError, as_json: bool, message: str | None = None) -> None:
     if isinstance(exc, ConversionFailed):
         status, code = EXIT_CONVERSION, exc.code
     elif isinstance(exc, ConnectionFailed):
@@ -109,7 +126,7 @@ def _fail(exc: WeightvaultError, as_json: bool) -> None:
     if as_json:
         details = exc.details if isinstance(exc, ApiError) else {}
         _print_json({"error": {"code": code, "message": exc.message, "details": details}})
-    typer.echo(f"error: {exc}", err=True)
+    typer.echo(f"error: {message or exc}", err=True)
     raise typer.Exit(status)
 
 
@@ -140,7 +157,7 @@ def push(
         raise typer.BadParameter("--create needs --architecture", param_hint="--architecture")
     options = _json_object(config, "--config")
     user_metadata = _json_object(metadata, "--metadata")
-    with _session(url, token, as_json) as client:
+    with _session(url, token, as_json, "push") as client:
         version = client.push(
             check_name(model),
             file,
@@ -317,13 +334,3 @@ def register(cli: typer.Typer) -> None:
     aliases.command("set", epilog=EXIT_CODES)(alias_set)
     aliases.command("rm", epilog=EXIT_CODES)(alias_rm)
     cli.add_typer(aliases, name="alias")
-
-
-def main() -> None:
-    cli = typer.Typer(help="weightvault client commands.", no_args_is_help=True)
-    register(cli)
-    cli()
-
-
-if __name__ == "__main__":
-    main()

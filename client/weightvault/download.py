@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from app.client.cache import SHA256, Cache, RefEntry
-from app.client.errors import ChecksumMismatch, UnexpectedResponse
-from app.client.progress import Reporter
-from app.client.transport import Transport, check
+from weightvault.cache import SHA256, Cache, RefEntry
+from weightvault.errors import ChecksumMismatch, UnexpectedResponse
+from weightvault.progress import Reporter
+from weightvault.transport import Transport, check
 
 if TYPE_CHECKING:
     from _hashlib import HASH

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from app.client.errors import InvalidRef
+from weightvault.errors import InvalidRef
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 LATEST = "latest"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from app.client import Job, Model, Pulled, Version
+from weightvault import Job, Model, Pulled, Version
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from app.client.errors import UnexpectedResponse
+from weightvault.errors import UnexpectedResponse
 
 T = TypeVar("T")
 

@@ -11,13 +11,14 @@ from typing import Any, TypeVar
 
 import httpx
 
-from app import __version__
-from app.client.errors import ConnectionFailed, UnexpectedResponse, api_error
+from weightvault._version import __version__
+from weightvault.errors import ConnectionFailed, UnexpectedResponse, api_error
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = 60.0
 CONNECT_TIMEOUT = 10.0
-DEFAULT_CONNECT_RETRY = 30.0
+# Fail fast on a wrong URL; wait for a starting server only when asked (WEIGHTVAULT_CONNECT_RETRY).
+DEFAULT_CONNECT_RETRY = 0.0
 
 log = logging.getLogger("weightvault.client")
 T = TypeVar("T")
@@ -58,7 +59,11 @@ class Transport:
                 return send()
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if time.monotonic() + delay > deadline:
-                    raise ConnectionFailed(f"Cannot connect to {self.base_url}: {exc}.") from exc
+                    raise ConnectionFailed(
+                        f"Cannot connect to {self.base_url} ({exc}). Is the server running "
+                        "(`weightvault serve`)? Point the client elsewhere with --url or WEIGHTVAULT_URL; "
+                        "wait for a server that is starting with WEIGHTVAULT_CONNECT_RETRY=SECONDS."
+                    ) from exc
                 if not warned:
                     log.warning(
                         "cannot connect to %s yet; retrying for %.0fs", self.base_url, self.connect_retry

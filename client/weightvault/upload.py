@@ -20,10 +20,10 @@ from typing import IO, Any
 
 import httpx
 
-from app.client.checkpoint import save_temporary, training_checkpoint
-from app.client.errors import ConnectionFailed, NotFound, WeightvaultError
-from app.client.progress import Reporter, Task
-from app.client.transport import Transport, check, json_object
+from weightvault.checkpoint import save_temporary, training_checkpoint
+from weightvault.errors import ConnectionFailed, NotFound, WeightvaultError
+from weightvault.progress import Reporter, Task
+from weightvault.transport import Transport, check, json_object
 
 UPLOAD_CHUNK_BYTES = 1024 * 1024
 RETRIES = 2
@@ -142,6 +142,11 @@ def _chunks(upload: Upload, task: Task) -> Iterator[bytes]:
         remaining -= len(chunk)
         task.advance(len(chunk))
         yield chunk
+    # The bytes are sent; the server now reads, loads, writes and proves them before it answers.
+    task.describe(
+        f"{upload.filename or 'checkpoint'} sent; server is validating (reading, loading into the "
+        "architecture, writing and proving each artifact)"
+    )
 
 
 def _sha256(upload: Upload) -> str:

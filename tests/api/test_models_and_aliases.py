@@ -115,7 +115,8 @@ def test_version_numbers_are_never_reused_after_delete(client: TestClient, tmp_p
     _push(client, tmp_path)
     _push(client, tmp_path)
     client.put("/v1/models/demo/aliases/production", json={"version": 2})
-    assert client.delete("/v1/models/demo/versions/2").status_code == 204
+    assert client.delete("/v1/models/demo/versions/2").status_code == 409  # alias_in_use
+    assert client.delete("/v1/models/demo/versions/2", params={"force": "true"}).status_code == 204
     assert client.get("/v1/models/demo/versions/2").status_code == 404
     model = client.get("/v1/models/demo").json()
     assert model["latest_version"] == 1 and model["aliases"] == {}

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from app.client import Client
 from tests.conftest import isolated_database
 from tests.server import running_server
+from weightvault import Client
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from app.cli.client_commands import register
-from app.client import Client, Forbidden, Unauthorized
 from tests.checkpoints import SimpleModel, save
 from tests.server import running_server, server_env
+from weightvault import Client, Forbidden, Unauthorized
+from weightvault.commands import register
 
 pytestmark = pytest.mark.slow
 

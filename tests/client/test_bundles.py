@@ -13,8 +13,8 @@ import onnxruntime
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from app.client import Client, UnexpectedResponse
-from app.client.bundles import is_bundle, local_model
+from weightvault import Client, UnexpectedResponse
+from weightvault.bundles import is_bundle, local_model
 
 WEIGHT = np.arange(12, dtype=np.float32).reshape(3, 4)
 

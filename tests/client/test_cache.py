@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.client import ChecksumMismatch, Client
-from app.client.cache import Cache, RefEntry, default_cache_dir, place
-from app.client.errors import BadRequest, NotFound
+from weightvault import ChecksumMismatch, Client
+from weightvault.cache import Cache, RefEntry, default_cache_dir, place
+from weightvault.errors import BadRequest, NotFound
 
 PATH = "/v1/models/demo/versions/latest/artifacts/weights"
 

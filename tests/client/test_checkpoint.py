@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import save_model
 from torch import nn
 
-from app.client.checkpoint import read_checkpoint, read_weights, restore, training_checkpoint
 from tests.checkpoints import SimpleModel, save, trained_simple_model
+from weightvault.checkpoint import read_checkpoint, read_weights, restore, training_checkpoint
 
 
 class Tied(nn.Module):

@@ -14,10 +14,10 @@ import torch
 import typer
 from typer.testing import CliRunner, Result
 
-from app.cli.client_commands import register
 from tests.checkpoints import save, trained_simple_model
 from tests.client.conftest import Server
 from tests.server import free_port
+from weightvault.commands import register
 
 pytestmark = pytest.mark.slow
 
@@ -150,7 +150,7 @@ def test_usage_errors_exit_2_and_refusals_exit_1(run: Any, name: str, tmp_path: 
 
 def _subprocess(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "app.cli.client_commands", *args],
+        [sys.executable, "-m", "weightvault", *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -189,7 +189,7 @@ def test_register_adds_the_commands_to_weightvault_without_clashes() -> None:
 import json
 import typer.main
 from app.cli.main import cli
-from app.cli.client_commands import register
+from weightvault.commands import register
 
 names = lambda: set(typer.main.get_command(cli).commands)
 before = names()

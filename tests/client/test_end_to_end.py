@@ -13,11 +13,11 @@ import pytest
 import torch
 from torch import nn
 
-from app.client import BadRequest, ChecksumMismatch, Client, Conflict, ConversionFailed, NotFound
-from app.client import download as download_module
-from app.client.progress import Task, Unit
 from tests.checkpoints import SimpleModel, save, trained_simple_model
 from tests.client.conftest import Server
+from weightvault import BadRequest, ChecksumMismatch, Client, Conflict, ConversionFailed, NotFound
+from weightvault import download as download_module
+from weightvault.progress import Task, Unit
 
 pytestmark = pytest.mark.slow
 

@@ -52,7 +52,7 @@ def _server_side(modules: set[str]) -> list[str]:
 
 def test_importing_the_client_loads_no_server_module_and_not_even_torch() -> None:
     modules = _modules_after(
-        "import app.client\nfrom app.client import Client\nClient('http://x', progress=False)"
+        "import weightvault\nfrom weightvault import Client\nClient('http://x', progress=False)"
     )
     assert _server_side(modules) == []
     assert "torch" not in modules  # imported on first use, so `weightvault ls` starts fast
@@ -63,8 +63,8 @@ def test_pushing_and_loading_uses_torch_but_still_no_server_module() -> None:
         """
         import io, tempfile
         import torch
-        from app.client import checkpoint, Client
-        from app.client.upload import open_source
+        from weightvault import checkpoint, Client
+        from weightvault.upload import open_source
 
         model = torch.nn.Linear(3, 2)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -81,5 +81,5 @@ def test_pushing_and_loading_uses_torch_but_still_no_server_module() -> None:
 
 
 def test_the_cli_commands_load_no_server_module() -> None:
-    modules = _modules_after("import app.cli.client_commands")
+    modules = _modules_after("import weightvault.commands")
     assert _server_side(modules) == []

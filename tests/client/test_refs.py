@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.client import InvalidRef, Ref, parse_ref
+from weightvault import InvalidRef, Ref, parse_ref
 
 
 @pytest.mark.parametrize(

@@ -15,9 +15,9 @@ import httpx
 import pytest
 import torch
 
-from app.client import Client, ConnectionFailed, WeightvaultError
-from app.client import upload as upload_module
 from tests.checkpoints import trained_simple_model
+from weightvault import Client, ConnectionFailed, WeightvaultError
+from weightvault import upload as upload_module
 
 URL = "http://weightvault.test"
 

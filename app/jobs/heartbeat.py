@@ -1,0 +1,47 @@
+"""Conversion workers prove they are alive with a file they touch; /readyz reads them.
+
+A worker that cannot start (a broken install, a module shadowed by the current folder) never touches
+its file, so ``serve`` and ``/readyz`` can say so instead of leaving conversions queued in silence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from pathlib import Path
+
+# Workers beat at least this often (each loop turn, and from the lease keeper while a job runs).
+BEAT_SECONDS = 5.0
+# A beat older than this is a dead worker.
+STALE_SECONDS = 60.0
+
+
+def _folder(data_dir: Path) -> Path:
+    return data_dir / "run" / "workers"
+
+
+def beat(data_dir: Path, worker_id: str) -> None:
+    folder = _folder(data_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / worker_id
+    path.touch()
+    os.utime(path)
+
+
+def forget(data_dir: Path, worker_id: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        (_folder(data_dir) / worker_id).unlink()
+
+
+def live_workers(data_dir: Path, within: float = STALE_SECONDS) -> int:
+    folder = _folder(data_dir)
+    if not folder.is_dir():
+        return 0
+    now = time.time()
+    count = 0
+    for entry in folder.iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            if now - entry.stat().st_mtime <= within:
+                count += 1
+    return count
