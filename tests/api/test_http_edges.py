@@ -81,9 +81,7 @@ def test_multipart_without_closing_boundary_is_refused_and_leaves_nothing(
 # -- stored strings UTF-8 cannot encode ----------------------------------------------------------------------
 
 
-def test_lone_surrogate_in_stored_json_is_served_as_valid_json(
-    client: TestClient, database_url: str
-) -> None:
+def test_lone_surrogate_in_stored_json_is_served_as_valid_json(client: TestClient, database_url: str) -> None:
     create_model(client)
     response = client.post("/v1/models/demo/versions", content=_state_dict_bytes())
     assert response.status_code == 201, response.text
