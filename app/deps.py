@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.api.pagination import PageParams, page_params
 from app.architectures.registry import ArchitectureRegistry
+from app.artifacts.naming import DownloadUrl
 from app.models import service as models_service
 from app.models.models import RegisteredModel
 from app.runtime import Runtime
@@ -53,6 +54,19 @@ PageDep = Annotated[PageParams, Depends(page_params)]
 
 ModelName = Annotated[str, Path(description="Model name", max_length=1024)]
 Ref = Annotated[str, Path(description="Version number, alias or 'latest'", max_length=1024)]
+
+
+async def get_download_url(request: Request) -> DownloadUrl:
+    """Artifact download URLs built from the request (scheme, host and root path as the client used)."""
+
+    def build(*, model: str, version: int, kind: str, fmt: str) -> str:
+        url = request.url_for("download_artifact", model=model, ref=str(version), kind=kind)
+        return str(url.include_query_params(format=fmt))
+
+    return build
+
+
+DownloadUrlDep = Annotated[DownloadUrl, Depends(get_download_url)]
 
 
 def valid_model(session: SessionDep, model: ModelName) -> RegisteredModel:

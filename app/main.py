@@ -15,7 +15,8 @@ from app.api.openapi import install_contract_openapi
 from app.api.query_params import reject_unknown_query_params
 from app.architectures.router import router as architectures_router
 from app.artifacts.router import router as artifacts_router
-from app.auth.policy import authorize
+from app.auth.policy import authorize, declare_docs_public
+from app.auth.router import router as auth_router
 from app.jobs.router import router as jobs_router
 from app.models.router import router as models_router
 from app.ops.logs import configure_logging
@@ -23,6 +24,8 @@ from app.ops.middleware import RequestContextMiddleware
 from app.ops.router import router as ops_router
 from app.runtime import open_runtime
 from app.settings import Settings, get_settings
+from app.ui.router import router as ui_router
+from app.uploads.router import router as uploads_router
 from app.versions.router import router as versions_router
 
 log = logging.getLogger("weightvault")
@@ -56,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Authorisation first: a caller without access learns nothing about the parameters.
         dependencies=[Depends(authorize), Depends(reject_unknown_query_params)],
     )
+    declare_docs_public(app)
     install_error_handlers(app)
     install_contract_openapi(app)
     app.add_middleware(RequestContextMiddleware)
@@ -66,6 +70,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         versions_router,
         artifacts_router,
         jobs_router,
+        uploads_router,
+        auth_router,
+        ui_router,
     ):
         app.include_router(router)
     return app

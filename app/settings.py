@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     architecture_modules: Annotated[list[str], NoDecode] = Field(default_factory=list)
     upload_idle_timeout_seconds: float = Field(default=60.0, gt=0)
     # An upload must finish within base + bytes / min rate seconds: a steady drip never goes idle.
+    # Resumable (tus) uploads: an unfinished one is freed after this long; each token may keep this many open.
+    upload_session_ttl_seconds: float = Field(default=24 * 3600.0, gt=0)
+    max_open_uploads_per_token: int = Field(default=32, ge=1)
     upload_deadline_base_seconds: float = Field(default=300.0, gt=0)
     upload_min_bytes_per_second: float = Field(default=64 * 1024, gt=0)
     # A client must send a request's headers this soon after connecting or after its request's first
@@ -49,6 +52,7 @@ class Settings(BaseSettings):
     expected_conversion_workers: int = Field(default=0, ge=0, le=64)
     job_lease_seconds: float = Field(default=30.0, gt=0)
     job_time_limit_seconds: float = Field(default=900.0, gt=0)
+    # Runs of a job, the first included, when its workers keep dying; stored with the job when submitted.
     job_max_attempts: int = Field(default=3, ge=1, le=100)
     worker_poll_seconds: float = Field(default=1.0, gt=0)
     # `weightvault serve` migrates once before starting its API processes and turns this off for them.

@@ -105,6 +105,26 @@ def targets(
             1.0,
         )
     )
+    found.append(
+        Target(
+            f"pull {dlabel}",
+            "weightvault pull -o (CLI, empty cache) / curl -o (>= 0.8x curl's speed)",
+            [f"pull/{dk}/cli/seconds"],
+            [f"pull/{dk}/curl/seconds"],
+            "<=",
+            1.25,
+        )
+    )
+    found.append(
+        Target(
+            f"pull {dlabel}",
+            "Client.pull(output=) call alone / curl -o",
+            [f"pull/{dk}/client/seconds"],
+            [f"pull/{dk}/curl/seconds"],
+            "<=",
+            1.25,
+        )
+    )
     for arch in archs:
         found.append(
             Target(

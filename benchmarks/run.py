@@ -1,7 +1,7 @@
 """Run the benchmarks: each workload against its baseline, in one process tree on this machine.
 
     .venv/bin/python -m benchmarks.run [--sizes 100M,1G,4G] [--repeats 3]
-                                       [--only upload,download,onnx,metadata,mlflow] [--quick]
+                                       [--only upload,download,pull,onnx,metadata,mlflow] [--quick]
 
 Prints a markdown table of medians and ratios (stdout; progress goes to stderr) and writes the raw
 samples to benchmarks/results/<timestamp>.json. Exits 1 when a workload failed to run, 0 otherwise:
@@ -28,11 +28,12 @@ from benchmarks.context import Context, say
 from benchmarks.data import parse_size
 from benchmarks.report import render, targets, write_json
 from benchmarks.results import Results
-from benchmarks.workloads import download, metadata, mlflow, onnx, upload
+from benchmarks.workloads import download, metadata, mlflow, onnx, pull, upload
 
 WORKLOADS: dict[str, Callable[[Context], None]] = {
     "upload": upload.run,
     "download": download.run,
+    "pull": pull.run,
     "onnx": onnx.run,
     "metadata": metadata.run,
     "mlflow": mlflow.run,

@@ -24,6 +24,8 @@ class Artifact(Base):
     format: Mapped[str] = mapped_column(String(32))
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
+    # "file" or "zip" (app.artifacts.naming.Packaging): decides the download's file name and media type.
+    packaging: Mapped[str] = mapped_column(String(16), default="file", server_default="file")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     validation: Mapped[dict[str, Any]]
 

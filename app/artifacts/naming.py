@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Literal, Protocol
+
 from app.errors import ArtifactNotFound, InvalidFormat
+
+# How an artifact's bytes are served: the file itself, or (ONNX past protobuf's 2 GB limit) a zip of the
+# model and its external data.
+Packaging = Literal["file", "zip"]
+PACKAGINGS: tuple[Packaging, ...] = ("file", "zip")
+
+
+class DownloadUrl(Protocol):
+    """Builds an artifact's download URL; routers make one from the request (``url_for``)."""
+
+    def __call__(self, *, model: str, version: int, kind: str, fmt: str) -> str: ...
+
 
 # kind -> formats, the first being the default
 FORMATS: dict[str, tuple[str, ...]] = {
@@ -29,8 +43,12 @@ def resolve_format(kind: str, fmt: str | None) -> str:
     return fmt
 
 
-def download_filename(model: str, version: int, kind: str, fmt: str, packaging: str | None = None) -> str:
+def download_filename(model: str, version: int, kind: str, fmt: str, packaging: Packaging) -> str:
+    suffix = ".zip" if packaging == "zip" else ""
     if kind == "onnx":
-        # Past protobuf's 2 GB limit the model and its external data travel together as one zip.
-        return f"{model}-v{version}.onnx.zip" if packaging == "zip" else f"{model}-v{version}.onnx"
-    return f"{model}-v{version}-{kind}.{fmt}"
+        return f"{model}-v{version}.onnx{suffix}"
+    return f"{model}-v{version}-{kind}.{fmt}{suffix}"
+
+
+def media_type(packaging: Packaging) -> str:
+    return "application/zip" if packaging == "zip" else "application/octet-stream"

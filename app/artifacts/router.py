@@ -9,17 +9,18 @@ from fastapi import APIRouter, Header, Query, Response
 
 from app.api.pagination import Page
 from app.artifacts import service
-from app.artifacts.naming import download_filename
+from app.artifacts.naming import download_filename, media_type
 from app.artifacts.responses import BlobResponse, etag_matches
 from app.artifacts.schemas import ArtifactRead
-from app.deps import StoreDep, ValidModel, ValidVersion
+from app.auth.policy import requires
+from app.deps import DownloadUrlDep, StoreDep, ValidModel, ValidVersion
 
 router = APIRouter(prefix="/v1/models/{model}/versions/{ref}/artifacts", tags=["artifacts"])
 
 
-@router.get("")
-def list_artifacts(model: ValidModel, version: ValidVersion) -> Page[ArtifactRead]:
-    items = [service.to_read(a, model=model.name, version=version.number) for a in version.artifacts]
+@router.get("", dependencies=[requires("read")])
+def list_artifacts(model: ValidModel, version: ValidVersion, url: DownloadUrlDep) -> Page[ArtifactRead]:
+    items = [service.to_read(a, model=model.name, version=version.number, url=url) for a in version.artifacts]
     return Page(items=items, next_cursor=None)
 
 
@@ -31,10 +32,20 @@ _DOWNLOAD_RESPONSES: dict[int | str, dict[str, object]] = {
 
 
 @router.head(
-    "/{kind}", response_class=BlobResponse, responses=_DOWNLOAD_RESPONSES, operation_id="head_artifact"
+    "/{kind}",
+    response_class=BlobResponse,
+    responses=_DOWNLOAD_RESPONSES,
+    operation_id="head_artifact",
+    name="head_artifact",
+    dependencies=[requires("read")],
 )
 @router.get(
-    "/{kind}", response_class=BlobResponse, responses=_DOWNLOAD_RESPONSES, operation_id="download_artifact"
+    "/{kind}",
+    response_class=BlobResponse,
+    responses=_DOWNLOAD_RESPONSES,
+    operation_id="download_artifact",
+    name="download_artifact",
+    dependencies=[requires("read")],
 )
 def download_artifact(
     kind: str,
@@ -47,7 +58,7 @@ def download_artifact(
     """The artifact's bytes; ETag is the sha256, Range gives 206, If-None-Match gives 304."""
     artifact = service.find_artifact(version=version, kind=kind, fmt=format)
     etag = f'"{artifact.sha256}"'
-    packaging = artifact.validation.get("packaging")
+    packaging = service.packaging_of(artifact)
     filename = download_filename(model.name, version.number, artifact.kind, artifact.format, packaging)
     headers = {
         "ETag": etag,
@@ -62,6 +73,6 @@ def download_artifact(
     return BlobResponse(
         path,
         headers=headers,
-        media_type="application/zip" if packaging == "zip" else "application/octet-stream",
+        media_type=media_type(packaging),
         stat_result=os.stat(path),
     )

@@ -11,8 +11,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.artifacts.models import Artifact
-from app.artifacts.naming import download_filename, resolve_format
-from app.artifacts.schemas import ArtifactRead
+from app.artifacts.naming import PACKAGINGS, DownloadUrl, Packaging, download_filename, resolve_format
+from app.artifacts.schemas import ArtifactRead, ArtifactSnapshot
 from app.errors import ArtifactNotFound
 from app.storage.blobstore import BlobStore
 from app.versions.models import Version
@@ -64,21 +64,35 @@ def release_blobs(
     return removed
 
 
-def snapshot_read(snapshot: dict[str, Any], *, model: str, version: int) -> ArtifactRead:
+def snapshot(artifact: Artifact) -> dict[str, Any]:
+    return ArtifactSnapshot(
+        kind=artifact.kind,
+        format=artifact.format,
+        size=artifact.size,
+        sha256=artifact.sha256,
+        created_at=artifact.created_at,
+        validation=artifact.validation,
+        packaging=packaging_of(artifact),
+    ).model_dump(mode="json")
+
+
+def packaging_of(artifact: Artifact) -> Packaging:
+    if artifact.packaging not in PACKAGINGS:
+        raise ValueError(f"artifact {artifact.id} has an unknown packaging {artifact.packaging!r}")
+    return artifact.packaging
+
+
+def snapshot_read(recorded: dict[str, Any], *, model: str, version: int, url: DownloadUrl) -> ArtifactRead:
     """An artifact as a job recorded it."""
-    kind, fmt = snapshot["kind"], snapshot["format"]
-    return ArtifactRead.model_validate(
-        {
-            **snapshot,
-            "filename": download_filename(
-                model, version, kind, fmt, snapshot.get("validation", {}).get("packaging")
-            ),
-            "url": f"/v1/models/{model}/versions/{version}/artifacts/{kind}?format={fmt}",
-        }
+    shot = ArtifactSnapshot.model_validate(recorded)
+    return ArtifactRead(
+        **shot.model_dump(exclude={"packaging"}),
+        filename=download_filename(model, version, shot.kind, shot.format, shot.packaging),
+        url=url(model=model, version=version, kind=shot.kind, fmt=shot.format),
     )
 
 
-def to_read(artifact: Artifact, *, model: str, version: int) -> ArtifactRead:
+def to_read(artifact: Artifact, *, model: str, version: int, url: DownloadUrl) -> ArtifactRead:
     return ArtifactRead(
         kind=artifact.kind,
         format=artifact.format,
@@ -86,8 +100,6 @@ def to_read(artifact: Artifact, *, model: str, version: int) -> ArtifactRead:
         sha256=artifact.sha256,
         created_at=artifact.created_at,
         validation=artifact.validation,
-        filename=download_filename(
-            model, version, artifact.kind, artifact.format, artifact.validation.get("packaging")
-        ),
-        url=f"/v1/models/{model}/versions/{version}/artifacts/{artifact.kind}?format={artifact.format}",
+        filename=download_filename(model, version, artifact.kind, artifact.format, packaging_of(artifact)),
+        url=url(model=model, version=version, kind=artifact.kind, fmt=artifact.format),
     )

@@ -1,38 +1,80 @@
-"""Which scope each request needs (API.md, Conventions: Auth), enforced as one app-wide dependency."""
+"""Which scope a route needs, declared next to the route: ``dependencies=[requires("write")]``.
+
+docs/api.md, Conventions: Auth: GET/HEAD need ``read``; uploads, aliases, conversions and edits
+``write``; deletes of models and versions ``admin``; ``/healthz``, ``/readyz``, ``/metrics`` and the
+docs none (``requires(None)``).
+
+The declaration is what enforces it. ``authorize``, the app's first dependency, runs the matched route's
+requirement before anything else looks at the request, so a caller without access learns nothing about
+the parameters; the route's own dependency then finds the check done. An API route that declares nothing
+needs ``admin`` (closed by default); ``tests/api/test_auth.py`` walks every route so none ships without a
+declaration. Unknown paths match no route: they are 404 for everyone, as before.
+"""
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
 
-from fastapi import Request
+from fastapi import Depends, FastAPI, Request, params
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 
 from app.auth.service import Scope, require_scope, verify
 from app.runtime import Runtime
 
-PUBLIC_PATHS = frozenset(
-    {"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
-)
-_ADMIN_DELETES = (re.compile(r"^/v1/models/[^/]+$"), re.compile(r"^/v1/models/[^/]+/versions/[^/]+$"))
+# request.state attribute: the scope this request was already checked for.
+_CHECKED = "weightvault_checked_scope"
 
 
-def needed_scope(method: str, path: str) -> Scope:
-    if method in ("GET", "HEAD", "OPTIONS"):
-        return "read"
-    if method == "DELETE" and any(pattern.match(path) for pattern in _ADMIN_DELETES):
-        return "admin"
-    return "write"
+@dataclass(frozen=True)
+class Requirement:
+    """A route's access rule: a token with at least ``scope``, or nothing when ``scope`` is None."""
+
+    scope: Scope | None
+
+    async def __call__(self, request: Request) -> None:
+        runtime: Runtime = request.app.state.runtime
+        if self.scope is None or not runtime.settings.auth_enabled:
+            return
+        if getattr(request.state, _CHECKED, None) == self.scope:
+            return
+        header = request.headers.get("authorization")
+        needed: Scope = self.scope
+
+        def check() -> None:
+            with runtime.sessions() as session:
+                require_scope(verify(session=session, authorization=header), needed)
+
+        await run_in_threadpool(check)
+        setattr(request.state, _CHECKED, needed)
+
+
+def requires(scope: Scope | None) -> params.Depends:
+    """The dependency a route lists to declare (and enforce) the scope it needs; None: public."""
+    dependency: params.Depends = Depends(Requirement(scope))
+    return dependency
+
+
+CLOSED = Requirement("admin")
+
+
+def declared_requirement(route: APIRoute) -> Requirement | None:
+    """The one requirement ``route`` declares, or None when it declares none (or, wrongly, several)."""
+    found = [dep.dependency for dep in route.dependencies if isinstance(dep.dependency, Requirement)]
+    return found[0] if len(found) == 1 else None
+
+
+def declare_docs_public(app: FastAPI) -> None:
+    """The documentation pages FastAPIOffline adds list no dependency of ours: declare them public, as
+    ``/openapi.json`` (a plain route) is."""
+    for route in app.router.routes:
+        if isinstance(route, APIRoute) and route.endpoint.__module__.startswith("fastapi_offline"):
+            route.dependencies.append(requires(None))
 
 
 async def authorize(request: Request) -> None:
-    runtime: Runtime = request.app.state.runtime
-    if not runtime.settings.auth_enabled or request.url.path in PUBLIC_PATHS:
+    """App-wide, first: enforce the matched route's declared requirement before its parameters are read."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
         return
-    header = request.headers.get("authorization")
-
-    def check() -> None:
-        with runtime.sessions() as session:
-            token = verify(session=session, authorization=header)
-            require_scope(token, needed_scope(request.method, request.url.path))
-
-    await run_in_threadpool(check)
+    await (declared_requirement(route) or CLOSED)(request)

@@ -268,14 +268,19 @@ def gc(
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="Only list what would be removed.")] = False,
 ) -> None:
-    """Remove stored files that no version references any more (after deletes)."""
+    """Remove stored files that no version references any more (after deletes), and the bytes of
+    resumable uploads past their expiry."""
     from app.maintenance.service import gc as run_gc
+    from app.uploads.service import remove_expired
 
     runtime = _runtime()
     grace = runtime.settings.gc_grace_seconds if grace_seconds is None else grace_seconds
+    expired = 0
     try:
         with runtime.sessions() as session:
             report = run_gc(session=session, store=runtime.store, grace_seconds=grace, dry_run=dry_run)
+            if not dry_run:
+                expired = remove_expired(session=session, data_dir=runtime.settings.data_dir)
     finally:
         runtime.close()
     verb = "would remove" if dry_run else "removed"
@@ -285,6 +290,8 @@ def gc(
         f"{verb} {len(report.removed)} blob(s), {report.freed_bytes} bytes; "
         f"kept {len(report.kept_recent)} recent unreferenced blob(s) (grace {grace:g} s)"
     )
+    if expired:
+        typer.echo(f"freed {expired} expired resumable upload(s)")
 
 
 @db_cli.command("upgrade")

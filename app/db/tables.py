@@ -5,6 +5,7 @@ from app.auth.models import ApiToken
 from app.db.base import Base
 from app.jobs.models import Job
 from app.models.models import Alias, RegisteredModel
+from app.uploads.models import UploadSession
 from app.versions.models import Version
 
-__all__ = ["Alias", "ApiToken", "Artifact", "Base", "Job", "RegisteredModel", "Version"]
+__all__ = ["Alias", "ApiToken", "Artifact", "Base", "Job", "RegisteredModel", "UploadSession", "Version"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -14,6 +15,8 @@ from sqlalchemy.orm import Session
 
 from app.artifacts import service as artifacts_service
 from app.artifacts.models import Artifact
+from app.artifacts.naming import DownloadUrl, Packaging
+from app.artifacts.schemas import ArtifactSnapshot
 from app.db.base import utcnow
 from app.db.engine import begin_write
 from app.errors import InvalidRequest, JobNotFound
@@ -52,11 +55,13 @@ def submit_onnx(
     version: Version,
     options: OnnxOptions,
     versions: dict[str, str],
+    max_attempts: int,
 ) -> tuple[Job, bool]:
     """The job for these effective options: an existing queued/running/succeeded one, or a new one.
 
     Returns ``(job, created)``. A conversion with the same cache key that already succeeded (identical
-    weights in another version) is reused at once.
+    weights in another version) is reused at once. A new job may be run ``max_attempts`` times (the first
+    run included) when its workers keep dying; the limit travels with the job, so every worker applies it.
     """
     weights = next((a for a in version.artifacts if a.kind == "weights" and a.format == "safetensors"), None)
     if weights is None:
@@ -81,6 +86,7 @@ def submit_onnx(
         options=options.model_dump(mode="json"),
         options_key=key,
         cache_key=cache,
+        max_attempts=max_attempts,
     )
     cached = session.scalar(
         select(Job)
@@ -88,20 +94,22 @@ def submit_onnx(
         .order_by(Job.seq.desc())
         .limit(1)
     )
-    if cached is not None and cached.artifact and _blob_referenced(session, cached.artifact["sha256"]):
+    produced = ArtifactSnapshot.model_validate(cached.artifact) if cached and cached.artifact else None
+    if cached is not None and produced is not None and _blob_referenced(session, produced.sha256):
         now = utcnow()
         artifact = _upsert_onnx_artifact(
             session=session,
             version=version,
-            sha256=cached.artifact["sha256"],
-            size=cached.artifact["size"],
+            sha256=produced.sha256,
+            size=produced.size,
+            packaging=produced.packaging,
             validation={**(cached.report or {}), "cached_from_job": cached.id},
         )
         job.status, job.started_at, job.finished_at = SUCCEEDED, now, now
         job.report = {**(cached.report or {}), "cached_from_job": cached.id}
         session.add(job)
         session.flush()
-        job.artifact = _snapshot(artifact)
+        job.artifact = artifacts_service.snapshot(artifact)
     else:
         session.add(job)
     session.commit()
@@ -146,7 +154,8 @@ def claim_next(*, session: Session, worker_id: str, lease_seconds: float) -> Job
         _fail(
             lost,
             "worker_lost",
-            f"The conversion was interrupted {lost.attempts} times (its worker died or was killed); giving up.",
+            f"The conversion was interrupted {lost.attempts} times (its worker died or was killed each time), "
+            f"its limit (WEIGHTVAULT_JOB_MAX_ATTEMPTS={lost.max_attempts}); giving up. Request it again to retry.",
         )
     job = session.scalar(
         select(Job)
@@ -185,11 +194,23 @@ def _owned(session: Session, job_id: str, worker_id: str) -> Job | None:
     return job
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None: JSON has no NaN or infinity, and PostgreSQL
+    refuses them, which would leave the outcome unrecorded and the job to be retried as a lost worker's."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
 def _fail(job: Job, code: str, message: str, report: dict[str, Any] | None = None) -> None:
     job.status = FAILED
     job.finished_at = utcnow()
     job.error = {"code": code, "message": message}
-    job.report = report or job.report
+    job.report = _finite(report) if report else job.report
     job.lease_owner = None
     job.lease_expires_at = None
 
@@ -221,6 +242,7 @@ def finish_success(
     worker_id: str,
     staged_file: Any,
     sha256: str,
+    packaging: Packaging,
     report: dict[str, Any],
 ) -> bool:
     """Store the file, then (only then) record the artifact and the job's success in one commit."""
@@ -233,8 +255,14 @@ def finish_success(
             session.rollback()
             store.discard(blob)
             return False
+        report = _finite(report)
         artifact = _upsert_onnx_artifact(
-            session=session, version=version, sha256=sha256, size=blob.size, validation=report
+            session=session,
+            version=version,
+            sha256=sha256,
+            size=blob.size,
+            packaging=packaging,
+            validation=report,
         )
         job.status = SUCCEEDED
         job.finished_at = utcnow()
@@ -243,7 +271,7 @@ def finish_success(
         job.lease_owner = None
         job.lease_expires_at = None
         session.flush()
-        job.artifact = _snapshot(artifact)
+        job.artifact = artifacts_service.snapshot(artifact)
         session.commit()
     except BaseException:
         session.rollback()
@@ -253,7 +281,13 @@ def finish_success(
 
 
 def _upsert_onnx_artifact(
-    *, session: Session, version: Version, sha256: str, size: int, validation: dict[str, Any]
+    *,
+    session: Session,
+    version: Version,
+    sha256: str,
+    size: int,
+    packaging: Packaging,
+    validation: dict[str, Any],
 ) -> Artifact:
     artifact = session.scalar(
         select(Artifact).where(
@@ -263,35 +297,28 @@ def _upsert_onnx_artifact(
     checked = {"status": "passed", "checked_at": utcnow().isoformat(), **validation}
     if artifact is None:
         artifact = Artifact(
-            version_id=version.id, kind="onnx", format="onnx", sha256=sha256, size=size, validation=checked
+            version_id=version.id,
+            kind="onnx",
+            format="onnx",
+            sha256=sha256,
+            size=size,
+            packaging=packaging,
+            validation=checked,
         )
         session.add(artifact)
     else:
-        artifact.sha256, artifact.size, artifact.validation, artifact.created_at = (
-            sha256,
-            size,
-            checked,
-            utcnow(),
-        )
+        artifact.sha256, artifact.size, artifact.packaging = sha256, size, packaging
+        artifact.validation, artifact.created_at = checked, utcnow()
     session.flush()
     return artifact
 
 
-def _snapshot(artifact: Artifact) -> dict[str, Any]:
-    return {
-        "kind": artifact.kind,
-        "format": artifact.format,
-        "size": artifact.size,
-        "sha256": artifact.sha256,
-        "created_at": artifact.created_at.isoformat(),
-        "validation": artifact.validation,
-    }
-
-
-def to_read(job: Job, *, model_name: str, version_number: int) -> JobRead:
+def to_read(job: Job, *, model_name: str, version_number: int, url: DownloadUrl) -> JobRead:
     artifact = None
     if job.artifact:
-        artifact = artifacts_service.snapshot_read(job.artifact, model=model_name, version=version_number)
+        artifact = artifacts_service.snapshot_read(
+            job.artifact, model=model_name, version=version_number, url=url
+        )
     return JobRead.model_validate(
         {
             "id": job.id,
@@ -311,7 +338,7 @@ def to_read(job: Job, *, model_name: str, version_number: int) -> JobRead:
     )
 
 
-def read_jobs(*, session: Session, jobs: Sequence[Job]) -> list[JobRead]:
+def read_jobs(*, session: Session, jobs: Sequence[Job], url: DownloadUrl) -> list[JobRead]:
     """Render jobs with their model names and version numbers in one query."""
     ids = {job.version_id for job in jobs}
     rows = (
@@ -325,7 +352,7 @@ def read_jobs(*, session: Session, jobs: Sequence[Job]) -> list[JobRead]:
     )
     names = {version_id: (name, number) for version_id, number, name in rows}
     return [
-        to_read(job, model_name=names[job.version_id][0], version_number=names[job.version_id][1])
+        to_read(job, model_name=names[job.version_id][0], version_number=names[job.version_id][1], url=url)
         for job in jobs
         if job.version_id in names
     ]

@@ -188,6 +188,7 @@ class Worker:
                     worker_id=self.worker_id,
                     staged_file=result.path,
                     sha256=sha256_file(result.path),
+                    packaging="zip" if result.packaging == "zip" else "file",
                     report=result.report,
                 )
             log.info(

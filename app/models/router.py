@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Response
 
 from app.api.names import check_alias
 from app.api.pagination import Page, bind_filters, page_of
-from app.artifacts.service import release_blobs
+from app.auth.policy import requires
 from app.deps import PageDep, RegistryDep, SessionDep, SettingsDep, StoreDep, ValidModel
 from app.models import service
 from app.models.schemas import AliasSet, ModelCreate, ModelRead, ModelUpdate
@@ -28,7 +28,7 @@ ArchitectureFilter = Annotated[
 ]
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, dependencies=[requires("write")])
 def create_model(
     data: ModelCreate, session: SessionDep, registry: RegistryDep, settings: SettingsDep
 ) -> ModelRead:
@@ -38,7 +38,7 @@ def create_model(
     return service.to_read(model, None)
 
 
-@router.get("")
+@router.get("", dependencies=[requires("read")])
 def list_models(
     session: SessionDep, page: PageDep, q: NameContains = None, architecture: ArchitectureFilter = None
 ) -> Page[ModelRead]:
@@ -55,12 +55,12 @@ def list_models(
     return Page(items=service.read_models(session=session, models=rows), next_cursor=cursor)
 
 
-@router.get("/{model}")
+@router.get("/{model}", dependencies=[requires("read")])
 def get_model(model: ValidModel, session: SessionDep) -> ModelRead:
     return service.read_models(session=session, models=[model])[0]
 
 
-@router.patch("/{model}")
+@router.patch("/{model}", dependencies=[requires("write")])
 def update_model(
     model: ValidModel, data: ModelUpdate, session: SessionDep, settings: SettingsDep
 ) -> ModelRead:
@@ -71,14 +71,13 @@ def update_model(
     return service.read_models(session=session, models=[updated])[0]
 
 
-@router.delete("/{model}", status_code=204)
+@router.delete("/{model}", status_code=204, dependencies=[requires("admin")])
 def delete_model(model: ValidModel, session: SessionDep, store: StoreDep) -> Response:
-    hashes = service.delete_model(session=session, model=model)
-    release_blobs(session=session, store=store, hashes=hashes)
+    service.delete_model(session=session, store=store, model=model)
     return Response(status_code=204)
 
 
-@router.put("/{model}/aliases/{alias}")
+@router.put("/{model}/aliases/{alias}", dependencies=[requires("write")])
 def set_alias(model: ValidModel, alias: str, data: AliasSet, session: SessionDep) -> ModelRead:
     check_alias(alias)
     version = resolve_version(session=session, model=model, ref=str(data.version))
@@ -86,7 +85,7 @@ def set_alias(model: ValidModel, alias: str, data: AliasSet, session: SessionDep
     return service.read_models(session=session, models=[updated])[0]
 
 
-@router.delete("/{model}/aliases/{alias}", status_code=204)
+@router.delete("/{model}/aliases/{alias}", status_code=204, dependencies=[requires("write")])
 def delete_alias(model: ValidModel, alias: str, session: SessionDep) -> Response:
     service.delete_alias(session=session, model=model, alias=alias)
     return Response(status_code=204)

@@ -16,6 +16,7 @@ from app.db.engine import begin_write
 from app.errors import ArchitectureNotFound, ArchitectureNotFoundInput, ModelExists, ModelNotFound
 from app.models.models import Alias, RegisteredModel
 from app.models.schemas import ModelCreate, ModelRead, ModelUpdate
+from app.storage.blobstore import BlobStore
 from app.versions.models import Version
 
 
@@ -99,15 +100,19 @@ def update_model(
     return refreshed(session=session, model=model)
 
 
-def delete_model(*, session: Session, model: RegisteredModel) -> list[str]:
-    """Delete the model with its versions and aliases; returns the sha256 of the files it referenced."""
-    from app.artifacts.service import artifact_hashes_of_model
+def delete_model(*, session: Session, store: BlobStore, model: RegisteredModel) -> None:
+    """Delete the model with its versions and aliases, then release the files no other version references."""
+    from app.artifacts.service import artifact_hashes_of_model, release_blobs
 
     hashes = artifact_hashes_of_model(session=session, model_id=model.id)
     begin_write(session)
-    session.delete(session.get(RegisteredModel, model.id))
+    row = session.get(RegisteredModel, model.id, with_for_update=True)
+    if row is None:  # deleted meanwhile: its files were released by that delete
+        session.rollback()
+        return
+    session.delete(row)
     session.commit()
-    return hashes
+    release_blobs(session=session, store=store, hashes=hashes)
 
 
 def latest_versions(*, session: Session, model_ids: Sequence[int]) -> dict[int, int]:

@@ -8,7 +8,9 @@ checker passed and onnxruntime matched PyTorch within the tolerances at every ch
 from __future__ import annotations
 
 import logging
+import math
 import os
+import sys
 import time
 import warnings
 import zipfile
@@ -89,15 +91,24 @@ def export_and_check(
         "notes": notes,
     }
     if not comparison["ok"]:
-        worst = comparison["worst"]
-        raise ConversionFailed(
-            "onnx_mismatch",
-            f"onnxruntime differs from PyTorch beyond the tolerances at batch size {worst['batch_size']}: "
-            f"max abs diff {worst['max_abs_diff']:.3g} with atol={options.atol:g}, rtol={options.rtol:g} "
-            f"({worst['mismatched']} of {worst['elements']} values outside). Loosen atol/rtol if that is acceptable.",
-            report,
-        )
+        raise ConversionFailed("onnx_mismatch", _mismatch_message(comparison["worst"], options), report)
     return ExportResult(path=served, packaging=packaging, report=report)
+
+
+def _mismatch_message(worst: dict[str, Any], options: OnnxOptions) -> str:
+    where = f"onnxruntime differs from PyTorch at batch size {worst['batch_size']}"
+    if worst["max_abs_diff"] is None:
+        return f"{where}: {worst['why']}; the exported graph does not compute what the model does."
+    if worst["nonfinite_mismatched"]:
+        return (
+            f"{where}: {worst['nonfinite_mismatched']} of {worst['elements']} values are NaN or infinite in "
+            "one and not the same in the other; no tolerance covers that."
+        )
+    return (
+        f"{where} beyond the tolerances: max abs diff {worst['max_abs_diff']:.3g} with atol={options.atol:g}, "
+        f"rtol={options.rtol:g} ({worst['mismatched']} of {worst['elements']} values outside). "
+        "Loosen atol/rtol if that is acceptable."
+    )
 
 
 def _example(
@@ -289,10 +300,15 @@ def _compare(
                 f"onnxruntime failed to run the exported model at batch size {batch}: {_clip(str(exc))}",
             ) from None
         per_batch.append(_diff(batch, expected, got, options))
-    worst = max(per_batch, key=lambda item: (not item["ok"], item["max_abs_diff"]))
+    # Failures first; among them one that could not be measured, then the largest difference.
+    worst = max(
+        per_batch,
+        key=lambda item: (not item["ok"], item["max_abs_diff"] is None, item["max_abs_diff"] or 0.0),
+    )
+    diffs = [item["max_abs_diff"] for item in per_batch]
     return {
         "ok": all(item["ok"] for item in per_batch),
-        "max_abs_diff": max(item["max_abs_diff"] for item in per_batch),
+        "max_abs_diff": None if None in diffs else max(diffs),
         "per_batch": per_batch,
         "worst": worst,
     }
@@ -308,48 +324,53 @@ def _flatten(result: Any) -> list[np.ndarray]:
     return []
 
 
-def _shape_mismatch(batch: int, why: str) -> dict[str, Any]:
-    # float("inf") would not survive JSON; a huge finite number still sorts as the worst.
-    return {
-        "batch_size": batch,
-        "ok": False,
-        "max_abs_diff": 1e308,
-        "mismatched": -1,
-        "elements": 0,
-        "why": why,
-    }
-
-
 def _diff(batch: int, expected: list[np.ndarray], got: list[Any], options: OnnxOptions) -> dict[str, Any]:
+    """How onnxruntime's outputs (``got``) differ from PyTorch's at one batch size.
+
+    Every number in the result is finite, because it is stored as JSON: when the outputs cannot be
+    compared (their count or a shape differs) ``max_abs_diff`` is None and ``why`` says what differs.
+    NaN matches NaN and an infinity the same infinity (as in the upload's proofs); any other non-finite
+    value is a mismatch counted in ``nonfinite_mismatched``, and ``max_abs_diff`` covers the finite pairs.
+    """
     if len(expected) != len(got):
-        return {
-            "batch_size": batch,
-            "ok": False,
-            "max_abs_diff": float("inf"),
-            "mismatched": -1,
-            "elements": 0,
-        }
-    worst, mismatched, elements = 0.0, 0, 0
-    for want, have in zip(expected, got, strict=True):
-        have = np.asarray(have).astype(np.float64)
+        return _unmeasured(batch, f"PyTorch returns {len(expected)} outputs, onnxruntime {len(got)}")
+    worst, mismatched, nonfinite, elements = 0.0, 0, 0, 0
+    for index, (want, have) in enumerate(zip(expected, got, strict=True)):
+        have64 = np.asarray(have).astype(np.float64)
         want64 = want.astype(np.float64)
-        if have.shape != want64.shape:
-            return {
-                "batch_size": batch,
-                "ok": False,
-                "max_abs_diff": float("inf"),
-                "mismatched": -1,
-                "elements": int(want.size),
-            }
-        difference = np.abs(have - want64)
+        if have64.shape != want64.shape:
+            return _unmeasured(
+                batch,
+                f"output {index} has shape {list(have64.shape)} in onnxruntime, {list(want64.shape)} in PyTorch",
+            )
+        finite = np.isfinite(want64) & np.isfinite(have64)
+        same = (want64 == have64) | (np.isnan(want64) & np.isnan(have64))
+        odd = int((~finite & ~same).sum())
+        difference = np.abs(have64[finite] - want64[finite])
         if difference.size:
             worst = max(worst, float(difference.max()))
-        mismatched += int((difference > options.atol + options.rtol * np.abs(want64)).sum())
-        elements += int(want.size)
+        tolerance = options.atol + options.rtol * np.abs(want64[finite])
+        mismatched += int((difference > tolerance).sum()) + odd
+        nonfinite += odd
+        elements += int(want64.size)
     return {
         "batch_size": batch,
         "ok": mismatched == 0,
-        "max_abs_diff": worst,
+        # Finite float32 values can still differ by more than float64 holds after widening float64 ones.
+        "max_abs_diff": worst if math.isfinite(worst) else sys.float_info.max,
         "mismatched": mismatched,
+        "nonfinite_mismatched": nonfinite,
         "elements": elements,
+    }
+
+
+def _unmeasured(batch: int, why: str) -> dict[str, Any]:
+    return {
+        "batch_size": batch,
+        "ok": False,
+        "max_abs_diff": None,
+        "mismatched": None,
+        "nonfinite_mismatched": None,
+        "elements": None,
+        "why": why,
     }

@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app import __version__
 from app.api.errors import ErrorResponse, error_body
+from app.auth.policy import requires
 from app.deps import RuntimeDep
 from app.jobs import heartbeat
 from app.ops.metrics import render
@@ -16,12 +17,12 @@ from app.ops.metrics import render
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", dependencies=[requires(None)])
 def healthz() -> dict[str, str]:
     return {"status": "ok", "version": __version__}
 
 
-@router.get("/readyz", response_model=None)
+@router.get("/readyz", response_model=None, dependencies=[requires(None)])
 async def readyz(runtime: RuntimeDep) -> dict[str, object] | JSONResponse:
     database = await run_in_threadpool(runtime.database_ok)
     storage = await run_in_threadpool(runtime.store.usable)
@@ -39,6 +40,6 @@ async def readyz(runtime: RuntimeDep) -> dict[str, object] | JSONResponse:
     )
 
 
-@router.get("/metrics")
+@router.get("/metrics", dependencies=[requires(None)])
 def metrics(runtime: RuntimeDep) -> Response:
     return Response(render(runtime), media_type=CONTENT_TYPE_LATEST)

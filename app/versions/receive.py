@@ -49,7 +49,7 @@ class UploadLimits:
     min_bytes_per_second: float = 64 * 1024
 
 
-async def _chunks(request: Request, limits: UploadLimits) -> AsyncIterator[bytes]:
+async def body_chunks(request: Request, limits: UploadLimits) -> AsyncIterator[bytes]:
     """The body's chunks. A client that sends nothing for the idle timeout is dropped, and so is one
     slower than the minimum rate once the base allowance is spent: a steady drip never goes idle, and
     either would otherwise hold a connection and a staging file as long as it likes."""
@@ -202,7 +202,7 @@ async def receive_upload(
 async def _receive_raw(request: Request, dest: Path, limits: UploadLimits) -> ReceivedUpload:
     with dest.open("wb") as handle:
         writer = _HashingWriter(handle, limits.max_upload_bytes)
-        async for chunk in _chunks(request, limits):
+        async for chunk in body_chunks(request, limits):
             writer.add(chunk)
             await writer.flush()
         await writer.flush(force=True)
@@ -322,7 +322,7 @@ async def _receive_multipart(
             max_header_count=16,
         )
         try:
-            async for chunk in _chunks(request, limits):
+            async for chunk in body_chunks(request, limits):
                 parser.write(chunk)
                 await state.writer.flush()
             parser.finalize()

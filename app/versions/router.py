@@ -9,7 +9,17 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from app.api.pagination import Page, page_of
-from app.deps import PageDep, RuntimeDep, SessionDep, SettingsDep, StoreDep, ValidModel, ValidVersion
+from app.auth.policy import requires
+from app.deps import (
+    DownloadUrlDep,
+    PageDep,
+    RuntimeDep,
+    SessionDep,
+    SettingsDep,
+    StoreDep,
+    ValidModel,
+    ValidVersion,
+)
 from app.errors import WeightvaultError
 from app.models.models import RegisteredModel
 from app.ops.metrics import UPLOADS
@@ -41,12 +51,13 @@ _UPLOAD_BODY = {
 }
 
 
-@router.post("", status_code=201, openapi_extra=_UPLOAD_BODY)
+@router.post("", status_code=201, openapi_extra=_UPLOAD_BODY, dependencies=[requires("write")])
 async def upload_version(
     request: Request,
     model: ValidModel,
     session: SessionDep,
     runtime: RuntimeDep,
+    url: DownloadUrlDep,
     metadata: Annotated[str | None, Query(description="User metadata: a JSON object")] = None,
 ) -> VersionRead:
     """Upload a checkpoint (raw body or multipart field `file`); 201 once it was loaded, run and stored."""
@@ -58,7 +69,7 @@ async def upload_version(
         UPLOADS.labels(exc.code).inc()
         raise
     UPLOADS.labels("accepted").inc()
-    return service.to_read(version, model=model)
+    return service.to_read(version, model=model, url=url)
 
 
 async def _receive_and_ingest(
@@ -83,27 +94,34 @@ async def _receive_and_ingest(
     return version
 
 
-@router.get("")
-def list_versions(model: ValidModel, session: SessionDep, page: PageDep) -> Page[VersionRead]:
+@router.get("", dependencies=[requires("read")])
+def list_versions(
+    model: ValidModel, session: SessionDep, page: PageDep, url: DownloadUrlDep
+) -> Page[VersionRead]:
     rows = list(service.list_versions(session=session, model=model, limit=page.limit, after=page.after))
     items, cursor = page_of(rows, page, key=lambda v: v.number)
-    return Page(items=[service.to_read(v, model=model) for v in items], next_cursor=cursor)
+    return Page(items=[service.to_read(v, model=model, url=url) for v in items], next_cursor=cursor)
 
 
-@router.get("/{ref}")
-def get_version(model: ValidModel, version: ValidVersion) -> VersionRead:
-    return service.to_read(version, model=model)
+@router.get("/{ref}", dependencies=[requires("read")])
+def get_version(model: ValidModel, version: ValidVersion, url: DownloadUrlDep) -> VersionRead:
+    return service.to_read(version, model=model, url=url)
 
 
-@router.patch("/{ref}")
+@router.patch("/{ref}", dependencies=[requires("write")])
 def update_version(
-    model: ValidModel, version: ValidVersion, data: VersionUpdate, session: SessionDep, settings: SettingsDep
+    model: ValidModel,
+    version: ValidVersion,
+    data: VersionUpdate,
+    session: SessionDep,
+    settings: SettingsDep,
+    url: DownloadUrlDep,
 ) -> VersionRead:
     """Change the description and/or replace the metadata (fields left out are kept)."""
     updated = service.update_version(
         session=session, version=version, data=data, max_metadata_bytes=settings.max_metadata_bytes
     )
-    return service.to_read(updated, model=model)
+    return service.to_read(updated, model=model, url=url)
 
 
 REMOVED_ALIASES_HEADER = "X-Weightvault-Removed-Aliases"
@@ -112,6 +130,7 @@ REMOVED_ALIASES_HEADER = "X-Weightvault-Removed-Aliases"
 @router.delete(
     "/{ref}",
     status_code=204,
+    dependencies=[requires("admin")],
     responses={
         204: {
             "description": "Deleted",

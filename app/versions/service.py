@@ -15,6 +15,7 @@ from app.api.names import is_valid_name, is_version_number
 from app.architectures.registry import ArchitectureRegistry
 from app.artifacts import service as artifacts_service
 from app.artifacts.models import Artifact
+from app.artifacts.naming import DownloadUrl
 from app.checkpoints.ingest import ingest_checkpoint
 from app.checkpoints.limits import ReadLimits
 from app.db.engine import begin_write
@@ -200,7 +201,7 @@ def _alias_list(aliases: Sequence[str]) -> str:
     return f"alias {quoted[0]}" if len(quoted) == 1 else f"aliases {', '.join(quoted)}"
 
 
-def to_read(version: Version, *, model: RegisteredModel) -> VersionRead:
+def to_read(version: Version, *, model: RegisteredModel, url: DownloadUrl) -> VersionRead:
     return VersionRead.model_validate(
         {
             "model": model.name,
@@ -212,7 +213,7 @@ def to_read(version: Version, *, model: RegisteredModel) -> VersionRead:
             "training": version.training,
             "validation": version.validation,
             "artifacts": [
-                artifacts_service.to_read(a, model=model.name, version=version.number)
+                artifacts_service.to_read(a, model=model.name, version=version.number, url=url)
                 for a in version.artifacts
             ],
         }

@@ -10,7 +10,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from weightvault import bundles, checkpoint
+from weightvault import bundles, checkpoint, resumable
 from weightvault.cache import Cache, default_cache_dir, place
 from weightvault.download import Pulled, fetch
 from weightvault.errors import Conflict, ConversionFailed, WaitTimeout
@@ -198,7 +198,20 @@ class Client:
                 )
         params = {"metadata": json.dumps(metadata, allow_nan=False)} if metadata else {}
         with open_source(source, optimizer=optimizer, scheduler=scheduler, epoch=epoch, step=step) as upload:
-            data = send(self.transport, model=model, upload=upload, params=params, reporter=self.reporter)
+            data = None
+            if upload.size >= resumable.threshold():
+                # Large files go through the resumable endpoint: a cut connection costs only the bytes
+                # in flight, and the same push run again resumes.
+                data = resumable.send_resumable(
+                    self.transport,
+                    model=model,
+                    upload=upload,
+                    metadata=metadata,
+                    reporter=self.reporter,
+                    state_dir=self.cache.root / "uploads",
+                )
+            if data is None:
+                data = send(self.transport, model=model, upload=upload, params=params, reporter=self.reporter)
         return Version.from_json(data)
 
     # --- pull and load -------------------------------------------------------------------------------------

@@ -324,6 +324,9 @@ def alias_rm(
         typer.echo(f"removed {model}@{alias}")
 
 
+COMMAND_NAMES = ("push", "pull", "ls", "show", "convert", "alias")
+
+
 def register(cli: typer.Typer) -> None:
     """Add push, pull, ls, show, convert and ``alias set|rm`` to ``cli``."""
     for command in (push, pull, ls, show, convert):

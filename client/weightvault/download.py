@@ -1,12 +1,28 @@
 """Downloads into the cache: stream to ``<sha256>.incomplete``, resume it with ``Range``, verify the sha256
 against the ETag, then rename it into place. A cached blob is revalidated with ``If-None-Match``, so a second
-pull of the same artifact transfers nothing (304)."""
+pull of the same artifact transfers nothing (304).
+
+The body is received in ``DOWNLOAD_CHUNK_BYTES`` units into a few reused buffers. On a plain HTTP/1.1
+``Content-Length`` response (the server's downloads) the bytes after httpx's first chunk are read from the
+connection's socket with ``recv_into`` (httpx's own path is a 64 KiB read through h11 plus a copy per
+chunk, several times the cost of the transfer itself); anything else (TLS tunnels, HTTP/2, compressed
+or chunked bodies, test transports) goes through ``iter_bytes``. Each chunk is hashed where it was
+received (hashlib releases the GIL on large buffers) and written by a second thread, so receiving,
+hashing and writing overlap; everything received is in the partial file before it is closed, so an
+interrupted download resumes after the last byte that arrived.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import queue
 import re
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,13 +31,15 @@ import httpx
 
 from weightvault.cache import SHA256, Cache, RefEntry
 from weightvault.errors import ChecksumMismatch, UnexpectedResponse
-from weightvault.progress import Reporter
+from weightvault.progress import Reporter, Task
 from weightvault.transport import Transport, check
 
 if TYPE_CHECKING:
     from _hashlib import HASH
 
-DOWNLOAD_CHUNK_BYTES = 1024 * 1024
+DOWNLOAD_CHUNK_BYTES = 1024 * 1024  # one receive, hash, write and progress update
+BUFFERS = 8  # chunks received but not yet written (the writer's backlog), reused
+SYNC_EVERY_BYTES = 32 * 1024 * 1024  # start writing to disk during the transfer, not all at the end
 ATTEMPTS = 3
 _FILENAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 _DISPOSITION_FILENAME = re.compile(r'filename="([^"]*)"')
@@ -111,18 +129,12 @@ def _receive(response: httpx.Response, cache: Cache, entry: RefEntry, reporter: 
             _hash_prefix(cache.partial(sha256), offset, digest)
         elif response.status_code != 200:
             raise UnexpectedResponse(f"A download answered {response.status_code}, not 200 or 206.")
-        transferred = 0
         description = entry.filename or sha256[:12]
         with (
-            cache.partial(sha256).open("ab" if offset else "wb") as handle,
+            cache.partial(sha256).open("ab" if offset else "wb", buffering=0) as handle,
             reporter.task(description, total=entry.size, completed=offset) as task,
         ):
-            for chunk in response.iter_bytes(DOWNLOAD_CHUNK_BYTES):
-                handle.write(chunk)
-                digest.update(chunk)
-                transferred += len(chunk)
-                task.advance(len(chunk))
-            handle.flush()
+            transferred = _write_body(response, handle, digest, task)
             os.fsync(handle.fileno())
         size = offset + transferred
         actual = digest.hexdigest()
@@ -136,6 +148,169 @@ def _receive(response: httpx.Response, cache: Cache, entry: RefEntry, reporter: 
             )
         blob = cache.commit(sha256)
     return Pulled(blob, sha256, size, entry.filename, False, offset, transferred)
+
+
+def _write_body(response: httpx.Response, handle: Any, digest: HASH, task: Task) -> int:
+    """Receive the body into ``handle`` (unbuffered) and ``digest``; the number of bytes received.
+
+    Whatever happens, every chunk received (and reported to ``task``) is written before this returns.
+    """
+    chunk_bytes = DOWNLOAD_CHUNK_BYTES
+    writer = _Writer(handle)
+    received = 0
+    try:
+        for view, release in _body_chunks(response, chunk_bytes):
+            digest.update(view)  # here, while the chunk is in the CPU's cache; the writer thread writes it
+            writer.put(view, release)
+            received += len(view)
+            task.advance(len(view))
+    finally:
+        writer.finish()
+    return received
+
+
+def _body_chunks(
+    response: httpx.Response, chunk_bytes: int
+) -> Iterator[tuple[memoryview, Callable[[], None]]]:
+    """The body as (chunk, release) pairs; call ``release`` once the chunk is no longer needed."""
+    length = _plain_length(response)
+    if length is None:
+        for chunk in response.iter_bytes(chunk_bytes):
+            yield memoryview(chunk), _nothing
+        return
+    raw = response.iter_raw()  # a generator
+    # h11 hands on everything it has buffered with each chunk, so after the first one the rest of the
+    # body is still in the socket.
+    first = next(raw, b"")
+    if first:
+        yield memoryview(first), _nothing
+    remaining = length - len(first)
+    if remaining <= 0:
+        return
+    sock = response.extensions["network_stream"].get_extra_info("socket")
+    timeout = (response.request.extensions.get("timeout") or {}).get("read")
+    sock.settimeout(timeout)
+    buffers: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+    for _ in range(BUFFERS):
+        buffers.put(bytearray(chunk_bytes))
+    while remaining:
+        buffer = buffers.get()
+        view = memoryview(buffer)[: min(chunk_bytes, remaining)]
+        filled = 0
+        error: httpx.TransportError | None = None
+        cause: OSError | None = None
+        try:
+            while filled < len(view):
+                count = sock.recv_into(view[filled:])
+                if not count:
+                    error = httpx.RemoteProtocolError(
+                        f"The server closed the connection {remaining - filled} bytes before the end "
+                        "of the body."
+                    )
+                    break
+                filled += count
+        except TimeoutError as exc:
+            error, cause = httpx.ReadTimeout(f"No data for {timeout}s ({exc})."), exc
+        except OSError as exc:
+            error, cause = httpx.ReadError(str(exc)), exc
+        if filled:  # also what arrived before a failure: the partial file keeps it for a resume
+            yield view[:filled], lambda buffer=buffer: buffers.put(buffer)  # type: ignore[misc]
+        else:
+            buffers.put(buffer)
+        if error is not None:
+            raise error from cause
+        remaining -= filled
+    # Closes the connection: h11 never saw the rest of the body, so it cannot be reused.
+    raw.close()  # type: ignore[attr-defined]
+
+
+def _plain_length(response: httpx.Response) -> int | None:
+    """The body's length when it can be read straight from the socket after httpx's first chunk."""
+    headers = response.headers
+    length = headers.get("content-length", "")
+    if (
+        response.http_version != "HTTP/1.1"
+        or not length.isdigit()
+        or "transfer-encoding" in headers
+        or headers.get("content-encoding", "identity").strip().lower() != "identity"
+    ):
+        return None
+    stream = response.extensions.get("network_stream")
+    get_extra_info = getattr(stream, "get_extra_info", None)
+    if get_extra_info is None:
+        return None
+    sock = get_extra_info("socket")
+    # A socket whose bytes are the response: plain TCP, or TLS read through its SSLSocket. Not the outer
+    # socket of TLS inside a TLS tunnel (an ssl_object that is not the socket's own).
+    if isinstance(sock, ssl.SSLSocket) or (
+        isinstance(sock, socket.socket) and get_extra_info("ssl_object") is None
+    ):
+        return int(length)
+    return None
+
+
+_fdatasync = getattr(os, "fdatasync", os.fsync)  # macOS and Windows have no fdatasync
+
+
+def _nothing() -> None:
+    pass
+
+
+class _Writer:
+    """Writes chunks to the file in order, in a thread of its own (os.write releases the GIL).
+
+    Every ``SYNC_EVERY_BYTES`` written, a third thread has the kernel write them to disk (fdatasync) while
+    the transfer goes on, so the fsync before the blob is committed waits only for the last few.
+    """
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+        self._chunks: queue.SimpleQueue[tuple[memoryview, Callable[[], None]] | None] = queue.SimpleQueue()
+        self._syncs: queue.SimpleQueue[bool] = queue.SimpleQueue()  # True: sync, False: stop
+        self._error: BaseException | None = None
+        self._writer = threading.Thread(target=self._write, name="weightvault-download-write", daemon=True)
+        self._syncer = threading.Thread(target=self._sync, name="weightvault-download-sync", daemon=True)
+        self._writer.start()
+        self._syncer.start()
+
+    def put(self, view: memoryview, release: Callable[[], None]) -> None:
+        if self._error is not None:
+            raise self._error
+        self._chunks.put((view, release))
+
+    def finish(self) -> None:
+        """Wait until everything put was written; raise the writer's error, if any."""
+        self._chunks.put(None)
+        self._writer.join()
+        self._syncs.put(False)
+        self._syncer.join()
+        if self._error is not None:
+            raise self._error
+
+    def _write(self) -> None:
+        unsynced = 0
+        while (item := self._chunks.get()) is not None:
+            view, release = item
+            if self._error is None:
+                try:
+                    unsynced += len(view)
+                    while view:
+                        view = view[self._handle.write(view) :]
+                    if unsynced >= SYNC_EVERY_BYTES:
+                        self._syncs.put(True)
+                        unsynced = 0
+                except BaseException as exc:  # handed to the receiving thread by put() or finish()
+                    self._error = exc
+            release()
+
+    def _sync(self) -> None:
+        while self._syncs.get():
+            while not self._syncs.empty():  # requests that piled up while syncing: one sync covers them
+                if not self._syncs.get():
+                    return
+            # Errors are left to the fsync that follows the last write.
+            with contextlib.suppress(OSError):
+                _fdatasync(self._handle.fileno())
 
 
 def _hash_prefix(path: Path, length: int, digest: HASH) -> None:

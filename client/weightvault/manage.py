@@ -189,6 +189,9 @@ def cache_prune(
         typer.echo(f"removed {len(removed)} file(s), freed {render.size(freed)}")
 
 
+COMMAND_NAMES = ("rm", "search", "meta", "jobs", "arch", "cache")
+
+
 def register(cli: typer.Typer) -> None:
     """Add rm, search, meta, jobs, arch and cache to ``cli``."""
     for command in (rm, search):

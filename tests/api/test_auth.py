@@ -108,3 +108,68 @@ def test_auth_off_allows_everything(client: TestClient) -> None:
         client.post("/v1/models", json={"name": "demo", "architecture": "simple-linear"}).status_code == 201
     )
     assert client.delete("/v1/models/demo").status_code == 204
+
+
+def test_every_route_declares_its_scope_next_to_it(client: TestClient) -> None:
+    """Walks the app: an API route without ``dependencies=[requires(...)]`` would need admin; this names it
+    first. The scopes are the contract's (docs/api.md, Conventions: Auth)."""
+    from fastapi.routing import APIRoute, iter_route_contexts
+
+    from app.auth.policy import declared_requirement
+
+    # /v1/uploads (OPTIONS): tus discovery, which clients send before they authenticate
+    public = {"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/v1/uploads"}
+    admin_deletes = {"/v1/models/{model}", "/v1/models/{model}/versions/{ref}"}
+    undeclared, wrong, checked = [], [], 0
+    for context in iter_route_contexts(client.app.routes):
+        route, path = context.original_route, str(context.path)
+        if not isinstance(route, APIRoute):
+            # Plain routes and mounts (/openapi.json, docs assets, the UI shell) skip the API's
+            # dependencies altogether: none of them may serve the API's data.
+            assert not path.startswith("/v1"), f"{path} is served outside the API's authorization"
+            continue
+        requirement = declared_requirement(route)
+        if requirement is None:
+            undeclared.append(f"{sorted(route.methods)} {path}")
+            continue
+        for method in route.methods:
+            if path in public:
+                expected = None
+            elif method in ("GET", "HEAD", "OPTIONS"):
+                expected = "read"
+            elif method == "DELETE" and path in admin_deletes:
+                expected = "admin"
+            else:
+                expected = "write"
+            if requirement.scope != expected:
+                wrong.append(f"{method} {path}: {requirement.scope}, expected {expected}")
+            checked += 1
+    assert undeclared == [], "routes that declare no scope (add dependencies=[requires(...)])"
+    assert wrong == []
+    assert checked > 20
+
+
+def test_a_route_that_declares_nothing_needs_admin(secured: TestClient) -> None:
+    from fastapi import APIRouter
+
+    router = APIRouter()
+
+    @router.post("/v1/forgotten")
+    def forgotten() -> dict[str, bool]:
+        return {"ran": True}
+
+    secured.app.include_router(router)  # type: ignore[attr-defined]
+    write, admin = _token(secured, "write"), _token(secured, "admin")
+    refused = secured.post("/v1/forgotten", headers=_as(write))
+    assert refused.status_code == 403 and refused.json()["error"]["details"]["needed"] == "admin"
+    assert secured.post("/v1/forgotten", headers=_as(admin)).json() == {"ran": True}
+
+
+def test_unknown_routes_answer_404_and_wrong_methods_405_before_any_token(secured: TestClient) -> None:
+    for method, path, status in (
+        ("GET", "/v1/nothing-here", 404),
+        ("DELETE", "/v1/models/demo/versions/1/artifacts/full/extra", 404),
+        ("PUT", "/v1/jobs", 405),
+    ):
+        response = secured.request(method, path)
+        assert response.status_code == status, (method, path, response.text)

@@ -127,3 +127,17 @@ def test_identical_content_is_stored_once(
     assert second.status_code == 201 and second.json()["version"] == 2
     assert sorted((data_dir / "blobs").rglob("*")) == blobs_before
     assert [a["sha256"] for a in second.json()["artifacts"]] == [a["sha256"] for a in version["artifacts"]]  # type: ignore[attr-defined]
+
+
+def test_artifact_urls_are_built_from_the_request_and_lead_to_the_file(
+    client: TestClient, version: dict[str, object]
+) -> None:
+    artifacts = version["artifacts"]
+    assert isinstance(artifacts, list) and len(artifacts) == 3
+    for artifact in artifacts:
+        assert artifact["url"].startswith("http://testserver/v1/models/demo/versions/1/artifacts/")
+        served = client.get(artifact["url"])
+        assert served.status_code == 200 and served.headers["x-weightvault-sha256"] == artifact["sha256"]
+        assert f'filename="{artifact["filename"]}"' in served.headers["content-disposition"]
+    elsewhere = client.get("/v1/models/demo/versions/1", headers={"Host": "store.example:9000"}).json()
+    assert all(a["url"].startswith("http://store.example:9000/v1/") for a in elsewhere["artifacts"])

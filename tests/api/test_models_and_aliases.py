@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -143,6 +145,40 @@ def test_delete_model(client: TestClient, tmp_path: Path) -> None:
     assert client.get("/v1/models/demo").status_code == 404
     create_model(client)  # the name is free again
     assert _push(client, tmp_path) == 1
+
+
+def _blobs(data_dir: Path) -> set[str]:
+    return {p for p in stored_files(data_dir) if p.startswith("blobs/")}
+
+
+def _age_blobs(data_dir: Path) -> None:
+    # Releases spare blobs touched in the last minutes (an upload may be about to reference them).
+    for path in (data_dir / "blobs").rglob("*"):
+        if path.is_file():
+            os.utime(path, (time.time() - 3600, time.time() - 3600))
+
+
+def test_deleting_a_model_releases_its_files_in_the_service(
+    client: TestClient, tmp_path: Path, data_dir: Path
+) -> None:
+    from app.models import service as models_service
+
+    shared = save(SimpleModel().state_dict(), tmp_path / "shared.pt")
+    for name in ("demo", "other"):
+        create_model(client, name)
+        assert upload(client, name, shared).status_code == 201
+    only_demo = upload(client, "demo", save(SimpleModel().state_dict(), tmp_path / "own.pt")).json()
+    before = _blobs(data_dir)
+    _age_blobs(data_dir)
+    runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    with runtime.sessions() as session:  # the service alone, no router: it releases what it deleted
+        model = models_service.get_model(session=session, name="demo")
+        models_service.delete_model(session=session, store=runtime.store, model=model)
+    own = {a["sha256"] for a in only_demo["artifacts"]}
+    released = before - _blobs(data_dir)
+    assert released and released == {p for p in before if p.rsplit("/", 1)[1] in own}
+    assert client.get("/v1/models/other/versions/1/artifacts/weights").status_code == 200
+    assert client.get("/v1/models/demo").status_code == 404
 
 
 def test_pagination_walks_every_model_once(client: TestClient) -> None:

@@ -14,6 +14,8 @@ from fastapi.testclient import TestClient
 
 from app.architectures.registry import load_registry
 from app.jobs.worker import Worker
+from app.main import create_app
+from app.settings import Settings
 from tests.checkpoints import SimpleModel, save
 from tests.conftest import TEST_ARCHITECTURES, create_model, upload
 
@@ -213,3 +215,152 @@ def test_a_job_whose_workers_keep_dying_fails_with_a_reason(client: TestClient, 
     failed = client.get(f"/v1/jobs/{job_id}").json()
     assert failed["status"] == "failed" and failed["error"]["code"] == "worker_lost"
     assert "2 times" in failed["error"]["message"]
+
+
+def test_job_max_attempts_setting_limits_the_retries_of_a_lost_job(
+    settings: Settings, tmp_path: Path
+) -> None:
+    import time
+
+    from app.jobs import service
+    from app.jobs.models import Job
+
+    with TestClient(
+        create_app(settings.model_copy(update={"job_max_attempts": 1})), raise_server_exceptions=False
+    ) as client:
+        _push_module(client, tmp_path, "demo", "simple-linear", SimpleModel())
+        job_id = client.post("/v1/models/demo/versions/1/onnx").json()["id"]
+        runtime = client.app.state.runtime  # type: ignore[attr-defined]
+        with runtime.sessions() as session:
+            assert session.query(Job).filter(Job.id == job_id).one().max_attempts == 1
+            claimed = service.claim_next(session=session, worker_id="doomed", lease_seconds=0.2)
+            assert claimed is not None and claimed.id == job_id
+        time.sleep(0.3)  # the worker "dies": its lease lapses unrenewed
+        with runtime.sessions() as session:
+            assert service.claim_next(session=session, worker_id="survivor", lease_seconds=30) is None
+        failed = client.get(f"/v1/jobs/{job_id}").json()
+        assert failed["status"] == "failed" and failed["attempts"] == 1
+        assert failed["error"]["code"] == "worker_lost"
+        assert "WEIGHTVAULT_JOB_MAX_ATTEMPTS=1" in failed["error"]["message"]
+
+
+def test_jobs_take_the_default_attempt_limit_from_the_settings(client: TestClient, tmp_path: Path) -> None:
+    from app.jobs.models import Job
+
+    _push_module(client, tmp_path, "demo", "simple-linear", SimpleModel())
+    job_id = client.post("/v1/models/demo/versions/1/onnx").json()["id"]
+    runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    with runtime.sessions() as session:
+        assert session.query(Job).filter(Job.id == job_id).one().max_attempts == Settings().job_max_attempts
+
+
+def _skew(case: str) -> Callable[[list[np.ndarray]], list[np.ndarray]]:
+    """What PyTorch's outputs become, so that onnxruntime's (computed from the real export) differ."""
+
+    def skew(outputs: list[np.ndarray]) -> list[np.ndarray]:
+        first = outputs[0].copy()
+        if case == "count":
+            return [first, first]
+        if case == "shape":
+            return [first[..., None]]
+        first.flat[0] = {"inf": np.inf, "-inf": -np.inf, "nan": np.nan, "far": first.flat[0] + 1e6}[case]
+        return [first]
+
+    return skew
+
+
+@pytest.mark.parametrize(
+    ("case", "says"),
+    [
+        ("count", "PyTorch returns 2 outputs, onnxruntime 1"),
+        ("shape", "output 0 has shape"),
+        ("inf", "NaN or infinite"),
+        ("-inf", "NaN or infinite"),
+        ("nan", "NaN or infinite"),
+        ("far", "max abs diff 1e+06"),
+    ],
+)
+def test_outputs_that_differ_fail_the_job_with_a_clear_message(
+    client: TestClient,
+    tmp_path: Path,
+    run_jobs: Callable[[], int],
+    monkeypatch: pytest.MonkeyPatch,
+    case: str,
+    says: str,
+) -> None:
+    """Recorded as a normal failure on both databases: the report holds no NaN or infinity (PostgreSQL
+    refuses them), so the job is not left running and retried as if its worker had died."""
+    import json
+
+    from app.onnx import export
+
+    _push_module(client, tmp_path, "demo", "simple-linear", SimpleModel())
+    flatten = export._flatten
+    monkeypatch.setattr(export, "_flatten", lambda result: _skew(case)(flatten(result)))
+    job = client.post("/v1/models/demo/versions/1/onnx").json()
+    assert run_jobs() == 1
+    failed = client.get(f"/v1/jobs/{job['id']}")
+    assert failed.status_code == 200
+    body = failed.json()
+    assert body["status"] == "failed" and body["attempts"] == 1, body
+    assert body["error"]["code"] == "onnx_mismatch"
+    assert says in body["error"]["message"] and "at batch size" in body["error"]["message"]
+    json.dumps(body["report"], allow_nan=False)  # every number finite
+    measured = case in ("inf", "-inf", "nan", "far")
+    assert (body["report"]["max_abs_diff"] is not None) == measured
+    assert body["artifact"] is None
+    assert client.get("/v1/models/demo/versions/1/artifacts/onnx").status_code == 404
+    assert run_jobs() == 0, "a failed job is not claimed again"
+
+
+def test_download_names_and_media_types_come_from_the_packaging_column(
+    settings: Settings, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ONNX model past protobuf's limit is served as a zip; the artifacts.packaging column says so (not a
+    key of the validation report), and migration 0006 fills it, and the jobs' snapshots, for older rows."""
+    from alembic import command
+    from sqlalchemy import JSON, column, create_engine, select, table, update
+
+    from app.db.migrate import alembic_config
+    from app.onnx import export
+
+    def check(client: TestClient, job_id: str) -> None:
+        onnx_file = client.get("/v1/models/demo/versions/1/artifacts/onnx")
+        assert onnx_file.headers["content-disposition"] == 'attachment; filename="demo-v1.onnx.zip"'
+        assert onnx_file.headers["content-type"] == "application/zip"
+        weights = client.get("/v1/models/demo/versions/1/artifacts/weights")
+        assert weights.headers["content-disposition"] == 'attachment; filename="demo-v1-weights.safetensors"'
+        assert weights.headers["content-type"] == "application/octet-stream"
+        assert client.get(f"/v1/jobs/{job_id}").json()["artifact"]["filename"] == "demo-v1.onnx.zip"
+        listed = client.get("/v1/models/demo/versions/1").json()["artifacts"]
+        assert {a["kind"]: a["filename"] for a in listed}["onnx"] == "demo-v1.onnx.zip"
+
+    monkeypatch.setattr(export, "PROTOBUF_LIMIT", 0)  # a tiny model takes the >2 GB path
+    artifacts = table("artifacts", column("kind"), column("validation", JSON()))
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        _push_module(client, tmp_path, "demo", "simple-linear", SimpleModel())
+        job_id = client.post("/v1/models/demo/versions/1/onnx").json()["id"]
+        assert Worker(client.app.state.runtime).run_once()  # type: ignore[attr-defined]
+        assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "succeeded"
+        check(client, job_id)
+        # The report's own "packaging" key is only a report: changing it renames nothing.
+        with client.app.state.runtime.sessions() as session:  # type: ignore[attr-defined]
+            session.execute(update(artifacts).values(validation={"packaging": "onnx"}))
+            session.commit()
+        check(client, job_id)
+
+    # Back to the schema before the column, with rows as the old code wrote them.
+    command.downgrade(alembic_config(database_url), "0005")
+    jobs = table("jobs", column("id"), column("artifact", JSON()))
+    engine = create_engine(database_url)
+    with engine.begin() as conn:
+        conn.execute(
+            update(artifacts).where(artifacts.c.kind == "onnx").values(validation={"packaging": "zip"})
+        )
+        snapshot = dict(conn.execute(select(jobs.c.artifact).where(jobs.c.id == job_id)).scalar_one())
+        snapshot.pop("packaging")
+        snapshot["validation"] = {"packaging": "zip"}
+        conn.execute(update(jobs).where(jobs.c.id == job_id).values(artifact=snapshot))
+    engine.dispose()
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:  # migrates to head
+        check(client, job_id)

@@ -40,3 +40,30 @@ def test_models_past_the_protobuf_limit_travel_as_one_zip(
     (got,) = session.run(None, {"x": x.numpy()})
     with torch.inference_mode():
         np.testing.assert_allclose(got, module(x).numpy(), atol=1e-5)
+
+
+def test_diff_matches_non_finite_values_only_to_themselves_and_stays_json() -> None:
+    import json
+
+    options = OnnxOptions()
+    want = np.array([[1.0, np.nan, np.inf, -np.inf]], dtype=np.float32)
+    same = export._diff(1, [want], [want.copy()], options)
+    assert same["ok"] and same["max_abs_diff"] == 0.0 and same["nonfinite_mismatched"] == 0
+
+    got = np.array([[1.0, 0.0, -np.inf, -np.inf]], dtype=np.float32)
+    differ = export._diff(1, [want], [got], options)
+    assert not differ["ok"] and differ["nonfinite_mismatched"] == 2 and differ["mismatched"] == 2
+    assert differ["max_abs_diff"] == 0.0  # over the finite pairs only
+    for result in (same, differ):
+        json.dumps(result, allow_nan=False)
+
+
+def test_diff_that_cannot_be_measured_says_why_without_infinity() -> None:
+    import json
+
+    want = np.zeros((2, 3), dtype=np.float32)
+    for got, why in (([want, want], "onnxruntime 2"), ([want[:, :2]], "shape [2, 2]")):
+        result = export._diff(2, [want], got, OnnxOptions())
+        assert not result["ok"] and result["max_abs_diff"] is None and why in result["why"]
+        json.dumps(result, allow_nan=False)
+    assert not hasattr(export, "_shape_mismatch")

@@ -1,0 +1,130 @@
+"""Workload: the client's download (``weightvault pull -o``) against curl fetching the same URL to a file.
+
+One weightvault server (``python -m app serve``) holds an ``mlp`` of the download size; its weights
+artifact (safetensors) is fetched, per repeat and in this order, by:
+
+- curl: ``curl -s -o FILE URL``, a fresh process, timed from its start to its exit;
+- the CLI: ``weightvault pull MODEL -o FILE`` with an empty cache (``WEIGHTVAULT_CACHE`` a fresh
+  folder), a fresh process timed the same way: interpreter start, imports, the request, the transfer,
+  the sha256 check, the fsync, the rename into the cache and the hard link to FILE;
+- ``Client.pull(..., output=FILE)`` in a child process with an empty cache, timing the call only
+  (no interpreter start, no imports): the transfer path itself;
+- ``weightvault --version``: what the CLI costs before it sends anything (process start and imports).
+
+Everything is read from the server's page cache (one untimed curl GET and one untimed pull first); the
+outputs are deleted after each run and ``os.sync()`` runs before each timed step, so one step's
+writeback is not billed to the next. The CLI gets no terminal: no progress bar is drawn.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks import rawhttp, servers
+from benchmarks.context import Context, create_model, expect, say, settle
+from benchmarks.data import size_key, size_label
+
+CLIENT_PULL = """\
+import sys, time
+from weightvault import Client
+url, model, cache, out = sys.argv[1:5]
+with Client(url, cache_dir=cache, progress=False) as client:
+    started = time.perf_counter()
+    pulled = client.pull(model, output=out)
+    print(time.perf_counter() - started)
+assert not pulled.from_cache and pulled.transferred == pulled.size
+"""
+
+
+def _timed(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, str]:
+    started = time.perf_counter()
+    done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=600, check=False)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:3])} ... failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return seconds, done.stdout
+
+
+def run(ctx: Context) -> None:
+    curl = shutil.which("curl")
+    cli = Path(sys.executable).with_name("weightvault")
+    if curl is None or not cli.exists():
+        ctx.results.error(f"pull: needs curl ({curl}) and the weightvault command ({cli}); skipped")
+        return
+    size = ctx.download_size
+    key, label = size_key(size), size_label(size)
+    file, config = ctx.inputs.sized(size)
+    model = f"pull-{key.lower()}"
+    work = ctx.tmp / "pull"
+    work.mkdir(exist_ok=True)
+    out = work / "out.safetensors"
+    add = ctx.results.add
+    with servers.weightvault(ctx.tmp, tag=f"pull-{key}") as wv:
+        create_model(wv, model, "mlp", config)
+        version = expect(
+            rawhttp.upload_raw(wv.url, f"/v1/models/{model}/versions", file), 201, "upload"
+        ).json()
+        weights = next(
+            a for a in version["artifacts"] if a["kind"] == "weights" and a["format"] == "safetensors"
+        )
+        url = f"{wv.url}/v1/models/{model}/versions/{version['version']}/artifacts/weights?format=safetensors"
+
+        def fresh_cache() -> Path:
+            cache = work / "cache"
+            shutil.rmtree(cache, ignore_errors=True)
+            return cache
+
+        def client_env(cache: Path) -> dict[str, str]:
+            return servers.base_env(WEIGHTVAULT_URL=wv.url, WEIGHTVAULT_CACHE=str(cache))
+
+        def curl_once() -> float:
+            seconds, _ = _timed([curl, "-sf", "-o", str(out), url], servers.base_env(), work)
+            if out.stat().st_size != weights["size"]:
+                raise RuntimeError(f"curl wrote {out.stat().st_size} bytes, not {weights['size']}")
+            return seconds
+
+        def cli_once() -> float:
+            cache = fresh_cache()
+            seconds, _ = _timed([str(cli), "pull", model, "-o", str(out)], client_env(cache), work)
+            if out.stat().st_size != weights["size"]:
+                raise RuntimeError(f"pull wrote {out.stat().st_size} bytes, not {weights['size']}")
+            return seconds
+
+        def client_once() -> float:
+            cache = fresh_cache()
+            command = [sys.executable, "-c", CLIENT_PULL, wv.url, model, str(cache), str(out)]
+            _, stdout = _timed(command, client_env(cache), work)
+            return float(stdout.split()[-1])
+
+        steps = [
+            ("curl", "curl -s -o FILE URL (fresh process)", curl_once),
+            ("cli", "weightvault pull -o FILE, empty cache (fresh process)", cli_once),
+            ("client", "Client.pull(output=FILE), empty cache (the call alone)", client_once),
+        ]
+        for _, _, once in steps:  # warm-up: the blob into the page cache, the client's files too
+            once()
+            out.unlink(missing_ok=True)
+        for repeat in range(ctx.repeats):
+            say(f"pull {label}: repeat {repeat + 1}/{ctx.repeats}")
+            for name, what, once in steps:
+                settle()
+                add(f"pull/{key}/{name}/seconds", once(), unit="s", label=f"pull {label}: {what}")
+                out.unlink(missing_ok=True)
+            settle()
+            seconds, _ = _timed([str(cli), "--version"], client_env(fresh_cache()), work)
+            add(
+                "pull/cli_startup/seconds",
+                seconds,
+                unit="s",
+                label="weightvault --version (process start and imports)",
+            )
+        shutil.rmtree(work, ignore_errors=True)
+    if os.cpu_count() == 2:
+        ctx.results.note(
+            "pull: on 2 CPUs the server, the client's receiving/hashing thread and its writer share both cores."
+        )
