@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import pickle
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +36,7 @@ from app.checkpoints.writer import (
     write_safetensors,
     write_torch,
 )
+from app.errors import UnreadableCheckpoint
 from app.storage.blobstore import sha256_file
 
 
@@ -68,10 +70,17 @@ def ingest_checkpoint(
     config: Mapping[str, Any],
     workdir: Path,
     limits: ReadLimits,
+    on_stage: Callable[[str], None] | None = None,
 ) -> IngestResult:
-    """Validate ``upload`` against the architecture and write its proven artifacts into ``workdir``."""
+    """Validate ``upload`` against the architecture and write its proven artifacts into ``workdir``.
+
+    ``on_stage`` is called with ``"read"`` once the upload was read and ``"written"`` once the artifacts
+    are on disk (before the proofs); the process boundary's tests inject faults there.
+    """
+    stage = on_stage or _no_stage
     plan = blueprint(architecture, config)
     loaded = read_checkpoint(upload, limits=limits, module_classes=architecture.module_classes)
+    stage("read")
     normal = normalise(loaded.content, plan.keys)
     weights = complete_tied(normal.state_dict, plan)
     check_fits(weights, plan)
@@ -95,6 +104,7 @@ def ingest_checkpoint(
         pt_path = workdir / "weights.pt"
         write_torch(pt_path, canonical)
         pt_sha = sha256_file(pt_path)
+        stage("written")
         fmt, layout, training = loaded.format, normal.layout, normal.training
         # Drop the upload's tensors (and its memory map) before the proofs map the new files.
         del loaded, normal, weights, canonical, training_state
@@ -155,7 +165,17 @@ def load_artifact_weights(
     if fmt == "safetensors":
         tensors, _metadata = read_safetensors(path, limits=limits)
         return complete_tied(tensors, plan)
-    content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as exc:
+        if kind != "full":
+            raise
+        # The full checkpoint carries the upload's own training entries: one that the reader accepted
+        # but torch's weights_only loader cannot read back is the file's limit, not a server fault.
+        raise UnreadableCheckpoint(
+            "The checkpoint's training entries hold a value torch.load(weights_only=True) cannot read back "
+            f"({str(exc).strip().splitlines()[-1][:200]}); keep tensors, numbers, strings, lists and dicts."
+        ) from None
     weights = content["model_state_dict"] if kind == "full" else content
     return dict(weights)
 
@@ -189,6 +209,10 @@ def prove_artifact(
         "strict": True,
         "max_abs_diff": 0.0,
     }
+
+
+def _no_stage(_stage: str) -> None:
+    pass
 
 
 def _now() -> str:

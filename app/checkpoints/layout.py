@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -157,12 +158,21 @@ def _drop_compile_prefix(key: str) -> str:
     return key.replace("." + _COMPILE_PREFIX, ".")
 
 
+# What the version row keeps of the file's own values: counters a database column holds, and a class name.
+_MAX_COUNTER = 2**63 - 1
+_CLASS_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]{0,99}$")
+
+
+def _counter(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_COUNTER:
+        return value
+    return None
+
+
 def training_summary(state: Mapping[str, Any]) -> dict[str, Any]:
-    epoch = state.get("epoch")
-    step = state.get("global_step", state.get("step"))
     return {
-        "epoch": epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None,
-        "step": step if isinstance(step, int) and not isinstance(step, bool) else None,
+        "epoch": _counter(state.get("epoch")),
+        "step": _counter(state.get("global_step", state.get("step"))),
         "optimizer": optimizer_name(state),
     }
 
@@ -170,8 +180,10 @@ def training_summary(state: Mapping[str, Any]) -> dict[str, Any]:
 def optimizer_name(state: Mapping[str, Any]) -> str | None:
     """The optimizer's class where the file names it or its param-group keys leave no doubt."""
     for key in _OPTIMIZER_NAME_KEYS:
-        if isinstance(state.get(key), str):
-            return str(state[key])
+        value = state.get(key)
+        if isinstance(value, str):
+            # Only a name that looks like a class: anything else is not one we would show or store.
+            return value if _CLASS_NAME.match(value) else None
     optimizer = state.get("optimizer_state_dict")
     if not isinstance(optimizer, Mapping):
         return None

@@ -277,11 +277,6 @@ def _set(items: Any = ()) -> set[Any]:
 
 
 @pickle_callable
-def _frozenset(items: Any = ()) -> frozenset[Any]:
-    return frozenset(_members(items))
-
-
-@pickle_callable
 def _complex(real: Any = 0.0, imag: Any = 0.0) -> complex:
     if not isinstance(real, int | float) or not isinstance(imag, int | float):
         raise _refuse("builds a complex number from something that is not a number.")
@@ -305,7 +300,6 @@ DATA_GLOBALS: dict[str, object] = {
     "collections.OrderedDict": _ordered_dict,
     "collections.Counter": _counter,
     "builtins.set": _set,
-    "builtins.frozenset": _frozenset,
     "builtins.complex": _complex,
     "builtins.bytearray": _bytearray,
     "_codecs.encode": _encode,

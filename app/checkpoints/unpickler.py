@@ -33,11 +33,10 @@ _DICT_TYPES = (dict, OrderedDict, Counter)
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
-class _Mark:
-    """Stands on the stack where MARK put it."""
-
-
-_MARK = _Mark()
+_NO_FROZENSET = (
+    "The checkpoint holds a frozenset, which torch.load(weights_only=True) cannot read back from the full "
+    "checkpoint; store a set or a list."
+)
 
 
 class BoundedReader:
@@ -151,8 +150,8 @@ def check_key(key: object) -> object:
     if type(key) is int and -_MAX_INT_KEY <= key <= _MAX_INT_KEY:
         return key
     raise UnreadableCheckpoint(
-        f"The checkpoint's pickle uses a {type(key).__name__} as a dict key or set member; "
-        "checkpoints keep str or int keys."
+        f"The checkpoint's pickle uses the {type(key).__name__} {str(key)[:40]} as a dict key or set member; "
+        "checkpoints keep str keys, and int keys below 2**61."
     )
 
 
@@ -257,7 +256,16 @@ class _Machine:
     def _push_value(self, arg: Any) -> None:
         self._push(check_text(arg) if isinstance(arg, str) else arg)
 
-    op_BININT = op_BININT1 = op_BININT2 = op_LONG1 = op_LONG4 = op_BINFLOAT = _push_value
+    op_BININT = op_BININT1 = op_BININT2 = op_LONG1 = op_BINFLOAT = _push_value
+
+    def op_LONG4(self, _arg: int) -> None:
+        # Integers of 256 bytes and more: torch.load(weights_only=True) cannot read them back from the
+        # full checkpoint we would write, so they are refused here, where the reason is clear.
+        raise UnreadableCheckpoint(
+            "The checkpoint holds an integer of more than 2,000 bits; torch.load(weights_only=True) cannot "
+            "read one back. Store it as a string."
+        )
+
     op_BINUNICODE = op_SHORT_BINUNICODE = op_BINUNICODE8 = _push_value
     op_BINBYTES = op_SHORT_BINBYTES = op_BINBYTES8 = _push_value
 
@@ -300,7 +308,7 @@ class _Machine:
         self.stack[-3:] = [(self.stack[-3], self.stack[-2], self.stack[-1])]
 
     def op_FROZENSET(self, _arg: None) -> None:
-        self._push(frozenset(check_key(item) for item in self._pop_mark()))
+        raise UnreadableCheckpoint(_NO_FROZENSET)
 
     def op_APPEND(self, _arg: None) -> None:
         item = self.stack.pop()

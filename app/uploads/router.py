@@ -197,6 +197,7 @@ async def _ingest(row: UploadSession, sha256: str, session: Session, runtime: Ru
                     store=runtime.store,
                     registry=runtime.registry,
                     limits=runtime.read_limits,
+                    ingester=runtime.ingester,
                     model=model,
                     upload=received,
                     metadata=metadata,
