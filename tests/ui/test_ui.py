@@ -132,15 +132,17 @@ def test_browse_search_proof_snippets_download_and_alias(
     assert hashlib.sha256(data).hexdigest() == listed[("weights", "safetensors")]["sha256"]
 
 
-def drop_file(page: Any, selector: str, path: Path) -> None:
-    """Drag and drop as a user does: a drop event whose DataTransfer holds the file."""
+def drop_file(page: Any, selector: str, path: Path, last_modified: int | None = None) -> None:
+    """Drag and drop as a user does: a drop event whose DataTransfer holds the file (with the file's
+    modification time, in ms, as a File from disk has)."""
+    stamp = last_modified if last_modified is not None else int(path.stat().st_mtime * 1000)
     transfer = page.evaluate_handle(
-        """([name, bytes]) => {
+        """([name, bytes, lastModified]) => {
             const data = new DataTransfer();
-            data.items.add(new File([new Uint8Array(bytes)], name));
+            data.items.add(new File([new Uint8Array(bytes)], name, { lastModified }));
             return data;
         }""",
-        [path.name, list(path.read_bytes())],
+        [path.name, list(path.read_bytes()), stamp],
     )
     page.dispatch_event(selector, "dragenter", {"dataTransfer": transfer})
     page.dispatch_event(selector, "drop", {"dataTransfer": transfer})
@@ -316,3 +318,77 @@ def test_architectures_and_admin_jobs_pages(
     page = b.goto("/ui/jobs")
     expect(page.locator("#main h1")).to_have_text("Jobs")
     b.shoot("jobs")
+
+
+def test_remove_an_alias(
+    browse: Callable[[str | None], Browsing], ui_server: UIServer, tmp_path: Path
+) -> None:
+    create(ui_server, "aliased")
+    push(ui_server, "aliased", checkpoint(tmp_path / "a.pt"))
+    with ui_server.api("write") as api:
+        for alias in ("production", "staging"):
+            assert api.put(f"/v1/models/aliased/aliases/{alias}", json={"version": 1}).status_code == 200
+    b = browse("write")
+    page = b.goto("/ui/models/aliased")
+    expect(page.locator("#aliases li")).to_have_count(2)
+    page.click("button[aria-label='Remove alias staging']")
+    expect(page.locator("#aliases li")).to_have_count(1)
+    expect(page.locator("#aliases")).to_contain_text("production → v1")
+    expect(page.locator("#versions tr[data-version='1']")).not_to_contain_text("staging")
+    with ui_server.api("read") as api:
+        assert api.get("/v1/models/aliased").json()["aliases"] == {"production": 1}
+
+    # A refusal (here the route answers as the server would for a token that lost its scope) is shown
+    # next to the alias, and the alias stays.
+    page.route(
+        "**/v1/models/aliased/aliases/production",
+        lambda route: route.fulfill(
+            status=403,
+            content_type="application/json",
+            body=json.dumps(
+                {"error": {"code": "forbidden", "message": "This token may not write.", "details": {}}}
+            ),
+        ),
+    )
+    page.click("button[aria-label='Remove alias production']")
+    expect(page.locator("#aliases li .error")).to_contain_text("may not write")
+    expect(page.locator("button[aria-label='Remove alias production']")).to_be_enabled()
+    page.unroute("**/v1/models/aliased/aliases/production")
+    page.click("button[aria-label='Remove alias production']")
+    expect(page.locator("#aliases")).to_have_text("No aliases.")
+    with ui_server.api("read") as api:
+        assert api.get("/v1/models/aliased").json()["aliases"] == {}
+
+
+def test_create_a_model_with_the_form(browse: Callable[[str | None], Browsing], ui_server: UIServer) -> None:
+    b = browse("write")
+    page = b.goto("/ui/")
+    expect(page.locator("#main h1")).to_have_text("Models")
+    page.click("summary:text('New model')")
+    page.fill("#new-name", "made-in-browser")
+    page.select_option("#new-architecture", "simple-linear")
+    page.fill("#new-description", "created with the form")
+    page.click("form.stack button:text('Create model')")
+    expect(page.locator("#model-name")).to_have_text("made-in-browser")
+    assert page.url.endswith("/ui/models/made-in-browser")
+    expect(page.locator("#main")).to_contain_text("created with the form")
+    expect(page.locator("#main")).to_contain_text("No versions yet.")
+    expect(page.locator("#dropzone")).to_be_visible()
+    with ui_server.api("read") as api:
+        made = api.get("/v1/models/made-in-browser").json()
+    assert made["architecture"] == "simple-linear"
+    assert made["description"] == "created with the form"
+
+    # A name that is taken: the server's refusal under the form, the page stays.
+    page = b.goto("/ui/")
+    page.click("summary:text('New model')")
+    page.fill("#new-name", "made-in-browser")
+    page.click("form.stack button:text('Create model')")
+    expect(page.locator("details.create .error")).to_contain_text("model_exists")
+    assert page.url.endswith("/ui/")
+    # An invalid name is stopped by the form itself, before any request.
+    page.fill("#new-name", "Not A Name")
+    page.click("form.stack button:text('Create model')")
+    assert page.locator("#new-name").evaluate("input => !input.validity.valid")
+    assert page.url.endswith("/ui/")
+    b.shoot("models-create")

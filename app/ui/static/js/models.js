@@ -209,9 +209,16 @@ function aliasSection(model, versions, who, rerender) {
                     type: "button",
                     class: "link danger",
                     "aria-label": `Remove alias ${alias}`,
-                    onclick: async () => {
-                      await api("DELETE", `/v1/models/${enc(model.name)}/aliases/${enc(alias)}`);
-                      rerender(await get(`/v1/models/${enc(model.name)}`));
+                    onclick: async (event) => {
+                      const button = event.currentTarget;
+                      button.disabled = true;
+                      try {
+                        await api("DELETE", `/v1/models/${enc(model.name)}/aliases/${enc(alias)}`);
+                        rerender(await get(`/v1/models/${enc(model.name)}`));
+                      } catch (error) {
+                        button.disabled = false;
+                        button.closest("li").append(errorBox(error));
+                      }
                     },
                   },
                   "remove",

@@ -1,8 +1,16 @@
-// Upload one checkpoint by drag and drop or the file picker, with a real progress bar (XMLHttpRequest
-// upload progress), and lay out the server's refusal readably.
+// Upload one checkpoint by drag and drop or the file picker through the resumable (tus) endpoint, with a
+// real progress bar, and lay out the server's refusal readably.
 
 import { ApiError, authHeaders, enc } from "./api.js";
 import { formatBytes, h, jsonText, replace, table } from "./dom.js";
+import { DEFAULT_CHUNK_BYTES, TusUpload, fingerprint } from "./tus.js";
+
+// PATCH slices of 16 MiB; sessionStorage "weightvault.upload.chunkBytes" overrides it (tests use small
+// slices to see a file go in several pieces).
+function chunkBytes() {
+  const override = Number(sessionStorage.getItem("weightvault.upload.chunkBytes"));
+  return Number.isSafeInteger(override) && override > 0 ? override : DEFAULT_CHUNK_BYTES;
+}
 
 const ROW_LIMIT = 500;
 
@@ -53,7 +61,7 @@ export function refusal(error) {
   return h(
     "div",
     { class: "error refusal", role: "alert", dataset: { code: error.code || "" } },
-    h("strong", {}, error.status ? `Refused (${error.status})` : "Upload failed"),
+    h("strong", {}, error.status ? `Refused (${error.status})` : error.code === "network_error" ? "Upload failed" : "Refused"),
     " ",
     h("code", {}, error.code || ""),
     h("p", {}, error.message),
@@ -61,10 +69,10 @@ export function refusal(error) {
   );
 }
 
-// The upload panel of a model page; ``onDone(version)`` runs after a 201.
+// The upload panel of a model page; ``onDone(version)`` runs once the upload became a version.
 export function uploadPanel(modelName, onDone) {
   let file = null;
-  let xhr = null;
+  let upload = null;
   const input = h("input", { type: "file", id: "upload-file", class: "visually-hidden" });
   const chosen = h("span", { class: "chosen muted" }, "No file chosen");
   const zone = h(
@@ -87,7 +95,7 @@ export function uploadPanel(modelName, onDone) {
     file = picked;
     replace(chosen, `${picked.name} · ${formatBytes(picked.size)}`);
     chosen.classList.remove("muted");
-    start.disabled = false;
+    start.disabled = Boolean(upload); // one upload at a time
     replace(outcome);
   };
   input.addEventListener("change", () => choose(input.files[0]));
@@ -116,12 +124,26 @@ export function uploadPanel(modelName, onDone) {
   });
 
   const finish = () => {
-    xhr = null;
+    upload = null;
     start.disabled = !file;
     cancel.hidden = true;
   };
-
-  start.addEventListener("click", () => {
+  let resumedFrom = null; // the server's offset when this upload resumed one from before
+  const resumedNote = () => (resumedFrom === null ? "" : ` · resumed at ${formatBytes(resumedFrom)}`);
+  const showProgress = (sent, total) => {
+    bar.max = total || 1;
+    bar.value = total ? sent : 1;
+    if (sent >= total) {
+      // Every byte is out; the server ingests before it answers the last PATCH. Cancelling now would not
+      // stop the version from being made, so the button goes.
+      cancel.hidden = true;
+      replace(label, `${formatBytes(total)} sent (100%)`, resumedNote(), " · the server is reading, loading and proving it…");
+      return;
+    }
+    const pct = Math.floor((100 * sent) / total);
+    replace(label, `${formatBytes(sent)} of ${formatBytes(total)} (${pct}%)`, resumedNote());
+  };
+  start.addEventListener("click", async () => {
     if (!file) return;
     const meta = metadata.value.trim();
     if (meta) {
@@ -133,68 +155,84 @@ export function uploadPanel(modelName, onDone) {
         return;
       }
     }
-    const form = new FormData();
-    form.append("file", file, file.name);
-    if (meta) form.append("metadata", meta);
-    xhr = new XMLHttpRequest();
-    xhr.open("POST", `/v1/models/${enc(modelName)}/versions`);
-    for (const [key, value] of Object.entries(authHeaders())) xhr.setRequestHeader(key, value);
-    xhr.setRequestHeader("Accept", "application/json");
-    xhr.responseType = "text";
-    bar.max = file.size || 1;
+    const sending = file;
+    resumedFrom = null;
+    bar.removeAttribute("data-resumed-from");
+    const current = new TusUpload({
+      endpoint: `/v1/models/${enc(modelName)}/uploads`,
+      file: sending,
+      key: fingerprint(modelName, sending),
+      metadata: { filename: sending.name, metadata: meta || null },
+      headers: authHeaders,
+      chunkBytes: chunkBytes(),
+      onProgress: showProgress,
+      onResume: (offset) => {
+        resumedFrom = offset;
+        bar.dataset.resumedFrom = String(offset);
+        showProgress(offset, sending.size);
+      },
+      onRetry: ({ attempt, of, delay, offset }) => {
+        replace(label, `Connection lost at ${formatBytes(offset)} of ${formatBytes(sending.size)}; resuming in ${Math.round(delay / 1000)} s (try ${attempt} of ${of})…`);
+      },
+    });
+    upload = current;
+    bar.max = sending.size || 1;
     bar.value = 0;
-    replace(label, `0 B of ${formatBytes(file.size)}`);
+    replace(label, `0 B of ${formatBytes(sending.size)}`);
     replace(outcome);
     start.disabled = true;
     cancel.hidden = false;
-    xhr.upload.addEventListener("progress", (event) => {
-      if (!event.lengthComputable) return;
-      bar.max = event.total;
-      bar.value = event.loaded;
-      const pct = Math.floor((100 * event.loaded) / event.total);
-      replace(label, `${formatBytes(event.loaded)} of ${formatBytes(event.total)} (${pct}%)`);
-    });
-    xhr.upload.addEventListener("load", () => {
-      bar.value = bar.max;
-      replace(label, `${formatBytes(file.size)} sent (100%) · the server is reading, loading and proving it…`);
-    });
-    xhr.addEventListener("load", () => {
-      let data = null;
-      try {
-        data = JSON.parse(xhr.responseText);
-      } catch {
-        data = null;
-      }
-      const status = xhr.status;
+    let result;
+    try {
+      await current.start();
+      showProgress(sending.size, sending.size);
+      result = await current.outcome();
+    } catch (error) {
+      if (upload !== current) return;
       finish();
-      if (status === 201 && data) {
-        replace(label, `${formatBytes(file.size)} sent (100%) · accepted`);
-        const href = `/ui/models/${enc(modelName)}/versions/${data.version}`;
-        replace(outcome, h("p", { class: "ok", id: "upload-done" }, "Accepted as ", h("a", { href }, `version ${data.version}`), ": loaded strictly, run, written and proven by reload."));
-        // The file became a version: a second click must not upload it again.
+      if (error.aborted) {
+        replace(label, "Cancelled; the bytes sent were discarded.");
+        return;
+      }
+      const sent = Number(bar.value) || 0;
+      replace(label, "");
+      replace(
+        outcome,
+        refusal(error),
+        error.status === 0 && current.url
+          ? h("p", { class: "muted", id: "upload-resume-hint" }, `${formatBytes(sent)} of ${formatBytes(sending.size)} reached the server; choose or drop the same file again to resume from there.`)
+          : null,
+      );
+      return;
+    }
+    if (upload !== current) return;
+    finish();
+    if (result.state === "done" && result.version) {
+      const data = result.version;
+      replace(label, `${formatBytes(sending.size)} sent (100%)`, resumedNote(), " · accepted");
+      const href = `/ui/models/${enc(modelName)}/versions/${data.version}`;
+      replace(outcome, h("p", { class: "ok", id: "upload-done" }, "Accepted as ", h("a", { href }, `version ${data.version}`), ": loaded strictly, run, written and proven by reload."));
+      // The file became a version: a second click must not upload it again.
+      if (file === sending) {
         file = null;
         input.value = "";
         start.disabled = true;
         replace(chosen, `${data.source.filename || "file"} → version ${data.version}`);
         chosen.classList.add("muted");
-        onDone(data);
-      } else {
-        replace(label, "");
-        replace(outcome, refusal(new ApiError(status, data)));
       }
-    });
-    xhr.addEventListener("error", () => {
-      finish();
+      onDone(data);
+    } else {
       replace(label, "");
-      replace(outcome, refusal(new ApiError(0, null)));
-    });
-    xhr.addEventListener("abort", () => {
-      finish();
-      replace(label, "Cancelled; nothing was stored.");
-    });
-    xhr.send(form);
+      replace(outcome, refusal(new ApiError(null, { error: result.error || { code: "upload_failed", message: "The upload failed.", details: {} } })));
+    }
   });
-  cancel.addEventListener("click", () => xhr && xhr.abort());
+  cancel.addEventListener("click", () => {
+    if (!upload) return;
+    const current = upload;
+    current.abort(true);
+    finish();
+    replace(label, "Cancelled; the bytes sent were discarded.");
+  });
 
   return h(
     "div",
