@@ -16,6 +16,9 @@ WeightvaultError
 │   ├── TooLarge                  413 too_large
 │   ├── LimitExceeded             422 limit_exceeded
 │   └── UploadTimeout             408 upload_timeout (stalled or too slow; closes the connection)
+├── IngestFailed (the ingest child process died or overran; nothing of the upload is kept)
+│   ├── IngestCrashed             422 ingest_crashed (killed by a signal or over its memory limit)
+│   └── IngestTimeout             503 ingest_timeout (over its time limit)
 ├── NotFound (404)
 │   ├── RouteNotFound, ArchitectureNotFound, ModelNotFound, VersionNotFound,
 │   └── ArtifactNotFound, JobNotFound
@@ -108,6 +111,22 @@ class UploadTimeout(BadRequest):
     status = 408
     code = "upload_timeout"
     close_connection = True
+
+
+class IngestFailed(WeightvaultError):
+    """The child process reading the upload did not finish; it was replaced, nothing was kept."""
+
+    status = 422
+    code = "ingest_crashed"
+
+
+class IngestCrashed(IngestFailed):
+    code = "ingest_crashed"
+
+
+class IngestTimeout(IngestFailed):
+    status = 503
+    code = "ingest_timeout"
 
 
 class NotFound(WeightvaultError):

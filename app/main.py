@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
+import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -29,11 +33,24 @@ from app.uploads.router import router as uploads_router
 from app.versions.router import router as versions_router
 
 log = logging.getLogger("weightvault")
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_serve() -> None:
+    """In an API process `serve` started (several of them): die with it, like its children would."""
+    serve_pid = os.environ.get("WEIGHTVAULT_SERVE_PID")
+    if not serve_pid or int(serve_pid) == os.getpid():
+        return
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != int(serve_pid):  # serve died before the request above took effect
+        os._exit(1)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; start-up creates the data dir, applies migrations and cleans staging leftovers."""
     chosen = settings or get_settings()
+    _die_with_serve()
     if not logging.getLogger().handlers:
         # An API process spawned by uvicorn for --workers N starts with no logging set up.
         configure_logging(chosen.log_level, chosen.log_json)
@@ -42,6 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = open_runtime(chosen, migrate=chosen.migrate_on_start)
         app.state.runtime = runtime
+        if chosen.ingest_prestart:
+            runtime.ingester.prestart()
         log.debug("weightvault %s serving data dir %s", __version__, chosen.data_dir.resolve())
         if not chosen.auth_enabled:
             log.warning("authentication is off: every request is allowed (set WEIGHTVAULT_AUTH=on)")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.architectures.registry import ArchitectureRegistry, load_registry
 from app.checkpoints.limits import ReadLimits
+from app.checkpoints.pool import IngestPool, ProcessLimits
 from app.db.engine import make_engine, make_sessionmaker
 from app.db.migrate import upgrade
 from app.settings import Settings
@@ -23,6 +24,21 @@ class Runtime:
     sessions: sessionmaker[Session]
     store: BlobStore
     registry: ArchitectureRegistry
+    # Started lazily (or by ``prestart`` in the app's lifespan): tools that open a runtime never fork.
+    ingester: IngestPool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ingester = IngestPool(
+            size=self.settings.ingest_processes,
+            architecture_modules=self.settings.architecture_modules,
+            limits=ProcessLimits(
+                memory_base_bytes=self.settings.ingest_memory_base_bytes,
+                memory_per_upload_byte=self.settings.ingest_memory_per_upload_byte,
+                time_base_seconds=self.settings.ingest_time_limit_base_seconds,
+                time_seconds_per_gib=self.settings.ingest_time_limit_seconds_per_gib,
+                max_open_files=self.settings.ingest_max_open_files,
+            ),
+        )
 
     @property
     def read_limits(self) -> ReadLimits:
@@ -52,6 +68,7 @@ class Runtime:
             return False
 
     def close(self) -> None:
+        self.ingester.close()
         self.engine.dispose()
         self.store.close()
 

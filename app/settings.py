@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -21,7 +22,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./storage")
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
-    api_workers: int = Field(default=1, ge=1, le=64)
+    # None: one API process per usable core, at most MAX_DEFAULT_API_WORKERS (see default_api_workers).
+    api_workers: int | None = Field(default=None, ge=1, le=64)
     log_level: str = "info"
     log_json: bool | None = None  # None: JSON lines unless stderr is a terminal
     database_url: str | None = None
@@ -55,6 +57,20 @@ class Settings(BaseSettings):
     # Runs of a job, the first included, when its workers keep dying; stored with the job when submitted.
     job_max_attempts: int = Field(default=3, ge=1, le=100)
     worker_poll_seconds: float = Field(default=1.0, gt=0)
+    # Ingest (read, validate, write, prove) runs in this many reused child processes per API process,
+    # each under limits: address space base + factor x upload size, open files, and a wall-clock (and
+    # CPU-time) limit of base + seconds per GiB uploaded. See docs/design.md, "The ingest process".
+    ingest_processes: int = Field(default=2, ge=1, le=64)
+    ingest_prestart: bool = True
+    ingest_memory_base_bytes: int = Field(default=4 * GiB, gt=0)
+    ingest_memory_per_upload_byte: float = Field(default=4.0, ge=0)
+    ingest_time_limit_base_seconds: float = Field(default=300.0, gt=0)
+    ingest_time_limit_seconds_per_gib: float = Field(default=300.0, ge=0)
+    ingest_max_open_files: int = Field(default=256, ge=32)
+    # `weightvault worker` waits this long for its database (reachable, migrated) and data dir, then exits 1.
+    worker_start_timeout_seconds: float = Field(default=60.0, ge=0)
+    # A job still queued this long after it was submitted is failed as `no_worker`.
+    job_queue_timeout_seconds: float = Field(default=3600.0, gt=0)
     # `weightvault serve` migrates once before starting its API processes and turns this off for them.
     migrate_on_start: bool = True
 
@@ -83,6 +99,22 @@ class Settings(BaseSettings):
     @property
     def tmp_dir(self) -> Path:
         return self.data_dir / "tmp"
+
+
+MAX_DEFAULT_API_WORKERS = 8
+
+
+def default_api_workers() -> int:
+    """API processes ``serve`` runs when not told: one per core this process may use, at most 8.
+
+    An API process is one event loop: past one per core they only contend. The conversion workers and
+    the ingest processes are mostly idle between uploads, so they do not count against the cores.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_DEFAULT_API_WORKERS))
 
 
 @lru_cache(maxsize=1)

@@ -1,7 +1,9 @@
-"""The upload floor: a minimal Starlette endpoint that only writes the body to a file, hashes it and fsyncs.
+"""The floors: minimal Starlette endpoints for what weightvault's requests must at least do.
 
+``PUT /upload`` only writes the body to a file, hashes it and fsyncs. ``GET /models/{name}`` is one SQLite
+``SELECT`` by key (a row shaped like a model record, in ``--dir``/floor.db) answered as a JSON body.
 Served by uvicorn with uvloop and httptools, as weightvault is. Anything the real service does beyond
-this (parsing, validation, writing the variants, the database) is its overhead over the floor.
+this (parsing, validation, writing the variants, the ORM, auth, logging) is its overhead over the floor.
 
     python -m benchmarks.floor_server --port 8100 --dir /tmp/floor
 """
@@ -10,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
+import sqlite3
 import uuid
 from pathlib import Path
 
@@ -42,10 +46,49 @@ def make_app(directory: Path) -> Starlette:
             background=BackgroundTask(path.unlink, missing_ok=True),
         )
 
+    database = sqlite3.connect(directory / "floor.db", check_same_thread=False)
+    database.execute(
+        "CREATE TABLE IF NOT EXISTS models (name TEXT PRIMARY KEY, architecture TEXT, config TEXT, "
+        "description TEXT, metadata TEXT, created_at TEXT, latest_version INTEGER)"
+    )
+    database.execute(
+        "INSERT OR REPLACE INTO models VALUES ('meta', 'simple-linear', '{\"in_features\": 10}', NULL, "
+        "'{}', '2026-11-29T00:00:00Z', 1)"
+    )
+    database.commit()
+
+    async def get_model(request: Request) -> JSONResponse:
+        row = database.execute(
+            "SELECT name, architecture, config, description, metadata, created_at, latest_version "
+            "FROM models WHERE name = ?",
+            (request.path_params["name"],),
+        ).fetchone()
+        if row is None:
+            return JSONResponse({"error": "not found"}, status_code=404)
+        name, architecture, config, description, metadata, created_at, latest = row
+        return JSONResponse(
+            {
+                "name": name,
+                "architecture": architecture,
+                "config": json.loads(config),
+                "description": description,
+                "metadata": json.loads(metadata),
+                "created_at": created_at,
+                "latest_version": latest,
+                "aliases": {},
+            }
+        )
+
     async def healthz(_request: Request) -> PlainTextResponse:
         return PlainTextResponse("ok")
 
-    return Starlette(routes=[Route("/upload", upload, methods=["PUT", "POST"]), Route("/healthz", healthz)])
+    return Starlette(
+        routes=[
+            Route("/upload", upload, methods=["PUT", "POST"]),
+            Route("/models/{name}", get_model),
+            Route("/healthz", healthz),
+        ]
+    )
 
 
 def main() -> None:

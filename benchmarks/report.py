@@ -166,6 +166,59 @@ def targets(
                 3.0,
             )
         )
+    return found + _read_targets(clients)
+
+
+def _read_targets(clients: Sequence[int]) -> list[Target]:
+    """Issue 14: each metadata read alone against the floor, PostgreSQL against SQLite, processes."""
+    found: list[Target] = []
+    reads = ["model", "version", "page50"]
+    for scope, names in (("", reads), ("filled/", [*reads, "page50_newest", "search"])):
+        for name in names:
+            for c in clients:
+                read = f"{scope}{name}, {c} client{'s' if c > 1 else ''}"
+                found.append(
+                    Target(
+                        f"metadata {read}",
+                        "req/s: weightvault (SQLite) / floor (Starlette + one sqlite3 SELECT)",
+                        [f"metadata/sqlite/{scope}{name}/c{c}/rps"],
+                        [f"metadata/floor/c{c}/rps"],
+                        ">=",
+                        0.5,
+                    )
+                )
+                found.append(
+                    Target(
+                        f"metadata {read}",
+                        "req/s: weightvault PostgreSQL / weightvault SQLite",
+                        [f"metadata/postgresql/{scope}{name}/c{c}/rps"],
+                        [f"metadata/sqlite/{scope}{name}/c{c}/rps"],
+                        ">=",
+                        0.7,
+                    )
+                )
+    top = max(clients)
+    for name in reads:
+        found.append(
+            Target(
+                f"metadata {name}, {top} clients",
+                "p99 latency, SQLite (ms)",
+                [f"metadata/sqlite/{name}/c{top}/p99_ms"],
+                [],
+                "<=",
+                25.0,
+            )
+        )
+    found.append(
+        Target(
+            f"metadata model, {top} clients",
+            "req/s: serve --workers 2 / --workers 1 (SQLite)",
+            [f"metadata/sqlite/workers2/model/c{top}/rps"],
+            [f"metadata/sqlite/workers1/model/c{top}/rps"],
+            ">=",
+            1.2,
+        )
+    )
     return found
 
 
@@ -194,7 +247,8 @@ def targets_table(results: Results, wanted: Sequence[Target]) -> list[str]:
             unit = "req/s" if "req/s" in target.what else "s"
             ratio_text, limit = f"{ratio:.2f}x", f"{target.op} {target.limit:g}x"
         else:
-            unit, ratio_text, limit = "MiB", "—", f"{target.op} {target.limit:g} MiB"
+            unit = "ms" if target.what.endswith("(ms)") else "MiB"
+            ratio_text, limit = "—", f"{target.op} {target.limit:g} {unit}"
         if not target.applies:
             limit += " (applies at 1 GiB, 4 GiB)"
         lines.append(

@@ -149,9 +149,14 @@ def started(
 
 @contextmanager
 def weightvault(
-    workdir: Path, *, database_url: str | None = None, conversion_workers: int = 0, tag: str = "wv"
+    workdir: Path,
+    *,
+    database_url: str | None = None,
+    conversion_workers: int = 0,
+    tag: str = "wv",
+    api_workers: int = 1,
 ) -> Iterator[Running]:
-    """``python -m app serve`` with a fresh data dir under ``workdir``, auth off."""
+    """``python -m app serve --workers api_workers`` with a fresh data dir under ``workdir``, auth off."""
     data_dir = workdir / f"{tag}-data"
     data_dir.mkdir(parents=True, exist_ok=True)
     env = base_env(WEIGHTVAULT_DATA_DIR=str(data_dir), WEIGHTVAULT_AUTH="off")
@@ -159,7 +164,7 @@ def weightvault(
         env["WEIGHTVAULT_DATABASE_URL"] = database_url
     port = free_port()
     command = [sys.executable, "-m", "app", "serve", "--port", str(port)]
-    command += ["--conversion-workers", str(conversion_workers)]
+    command += ["--conversion-workers", str(conversion_workers), "--workers", str(api_workers)]
     with started(
         "weightvault",
         command,

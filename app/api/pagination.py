@@ -68,7 +68,7 @@ def decode_cursor(cursor: str) -> tuple[Any, dict[str, str]]:
     return after, filters
 
 
-def page_params(
+async def page_params(
     request: Request,
     limit: Annotated[
         int, Query(ge=1, description="Page size; larger values are capped (500 by default).")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from app import __version__
-from app.settings import Settings, get_settings
+from app.settings import Settings, default_api_workers, get_settings
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
@@ -37,7 +37,10 @@ def _is_loopback(host: str) -> bool:
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (WEIGHTVAULT_HOST, 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port to bind (WEIGHTVAULT_PORT, 8000).")] = None,
-    workers: Annotated[int | None, typer.Option(help="API processes (WEIGHTVAULT_API_WORKERS, 1).")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="API processes (WEIGHTVAULT_API_WORKERS; default one per core, at most 8)."),
+    ] = None,
     conversion_workers: Annotated[
         int | None,
         typer.Option(
@@ -54,7 +57,7 @@ def serve(
     settings = get_settings()
     bind_host = host or settings.host
     bind_port = port or settings.port
-    api_processes = workers or settings.api_workers
+    api_processes = workers or settings.api_workers or default_api_workers()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # Migrate once here, so several API processes (and the workers) do not race to do it.
     upgrade(settings.effective_database_url)
@@ -63,6 +66,9 @@ def serve(
         # Anyone who can reach a non-loopback address could otherwise write and delete models.
         os.environ["WEIGHTVAULT_AUTH"] = "on" if not _is_loopback(bind_host) else "off"
     if api_processes > 1:
+        # uvicorn's API processes must not outlive serve (a kill -9 would leave them holding their staging
+        # locks and the port): each asks the kernel to kill it with its parent (app.main).
+        os.environ["WEIGHTVAULT_SERVE_PID"] = str(os.getpid())
         _prepare_multiprocess_metrics(settings.data_dir)
     count = settings.conversion_workers if conversion_workers is None else conversion_workers
     os.environ["WEIGHTVAULT_EXPECTED_CONVERSION_WORKERS"] = str(count)
@@ -111,14 +117,21 @@ def worker(
     once: Annotated[bool, typer.Option(hidden=True, help="Run at most one job, then exit.")] = False,
 ) -> None:
     """Run conversion jobs from the shared database (several machines may run workers against one)."""
+    from app.jobs.preflight import wait_until_usable
+
+    settings = get_settings()
+    reason = wait_until_usable(settings)
+    if reason is not None:
+        typer.echo(f"weightvault worker: cannot start: {reason}", err=True)
+        raise typer.Exit(1)
     if not single and not once:
         from app.jobs.supervisor import supervise
 
-        raise typer.Exit(supervise(processes))
+        raise typer.Exit(supervise(processes, settings.data_dir))
     from app.jobs.worker import Worker
     from app.runtime import open_runtime
 
-    runtime = open_runtime(get_settings(), migrate=False)
+    runtime = open_runtime(settings, migrate=False)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -34,6 +34,33 @@ def forget(data_dir: Path, worker_id: str) -> None:
         (_folder(data_dir) / worker_id).unlink()
 
 
+def _restarts_folder(data_dir: Path) -> Path:
+    return data_dir / "run" / "restarts"
+
+
+def record_restarts(data_dir: Path, supervisor_id: str, count: int) -> None:
+    """A supervisor's running total of worker restarts, read by /metrics in the API processes."""
+    folder = _restarts_folder(data_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    staged = folder / f".{supervisor_id}.tmp"
+    staged.write_text(str(count))
+    staged.replace(folder / supervisor_id)
+
+
+def restart_total(data_dir: Path) -> int:
+    """Worker restarts counted by every supervisor that shares this data dir (dead ones included)."""
+    folder = _restarts_folder(data_dir)
+    if not folder.is_dir():
+        return 0
+    total = 0
+    for entry in folder.iterdir():
+        if entry.name.startswith("."):
+            continue
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            total += int(entry.read_text())
+    return total
+
+
 def live_workers(data_dir: Path, within: float = STALE_SECONDS) -> int:
     folder = _folder(data_dir)
     if not folder.is_dir():

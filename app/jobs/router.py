@@ -43,6 +43,7 @@ def convert_to_onnx(
         options=effective,
         versions=runtime_versions(),
         max_attempts=settings.job_max_attempts,
+        queue_timeout_seconds=settings.job_queue_timeout_seconds,
     )
     response.status_code = 202 if created else 200
     response.headers["Location"] = str(request.app.url_path_for("get_job", job_id=job.id))
@@ -50,7 +51,8 @@ def convert_to_onnx(
 
 
 @router.get("/v1/jobs/{job_id}", dependencies=[requires("read")])
-def get_job(job_id: str, session: SessionDep, url: DownloadUrlDep) -> JobRead:
+def get_job(job_id: str, session: SessionDep, settings: SettingsDep, url: DownloadUrlDep) -> JobRead:
+    service.expire_queued(session=session, timeout_seconds=settings.job_queue_timeout_seconds)
     job = service.get_job(session=session, job_id=job_id)
     return service.read_jobs(session=session, jobs=[job], url=url)[0]
 
@@ -58,11 +60,13 @@ def get_job(job_id: str, session: SessionDep, url: DownloadUrlDep) -> JobRead:
 @router.get("/v1/jobs", dependencies=[requires("read")])
 def list_jobs(
     session: SessionDep,
+    settings: SettingsDep,
     page: PageDep,
     url: DownloadUrlDep,
     model: Annotated[str | None, Query(max_length=1024)] = None,
     status: Annotated[str | None, Query(max_length=32)] = None,
 ) -> Page[JobRead]:
+    service.expire_queued(session=session, timeout_seconds=settings.job_queue_timeout_seconds)
     owner = models_service.get_model(session=session, name=model) if model is not None else None
     rows = list(
         service.list_jobs(session=session, model=owner, status=status, limit=page.limit, after=page.after)

@@ -56,6 +56,7 @@ def submit_onnx(
     options: OnnxOptions,
     versions: dict[str, str],
     max_attempts: int,
+    queue_timeout_seconds: float | None = None,
 ) -> tuple[Job, bool]:
     """The job for these effective options: an existing queued/running/succeeded one, or a new one.
 
@@ -70,6 +71,9 @@ def submit_onnx(
     begin_write(session)
     # Serialise submissions for one version (PostgreSQL row lock; SQLite's write lock already does).
     session.execute(select(Version.id).where(Version.id == version.id).with_for_update())
+    if queue_timeout_seconds is not None:
+        # A job past its queue deadline is failed now, so this request queues a fresh one.
+        _expire_queued(session, queue_timeout_seconds)
     existing = session.scalar(
         select(Job)
         .where(Job.version_id == version.id, Job.options_key == key, Job.status.in_(ACTIVE_OR_DONE))
@@ -120,6 +124,42 @@ def _blob_referenced(session: Session, sha256: str) -> bool:
     return artifacts_service.referenced(session=session, sha256=sha256)
 
 
+NO_WORKER = "no_worker"
+
+
+def expire_queued(*, session: Session, timeout_seconds: float) -> int:
+    """Fail (``no_worker``) the jobs still queued ``timeout_seconds`` after they were submitted.
+
+    Called before jobs are read or claimed, so no job is ever seen waiting past its deadline. A cheap
+    read first: the write transaction is only opened when something is overdue. Returns how many.
+    """
+    cutoff = utcnow() - timedelta(seconds=timeout_seconds)
+    overdue = session.scalar(select(Job.id).where(Job.status == QUEUED, Job.created_at < cutoff).limit(1))
+    session.rollback()
+    if overdue is None:
+        return 0
+    begin_write(session)
+    expired = _expire_queued(session, timeout_seconds)
+    session.commit()
+    return expired
+
+
+def _expire_queued(session: Session, timeout_seconds: float) -> int:
+    cutoff = utcnow() - timedelta(seconds=timeout_seconds)
+    overdue = session.scalars(
+        select(Job).where(Job.status == QUEUED, Job.created_at < cutoff).with_for_update(skip_locked=True)
+    ).all()
+    for job in overdue:
+        _fail(
+            job,
+            NO_WORKER,
+            f"No conversion worker took the job within {timeout_seconds:g} seconds "
+            "(WEIGHTVAULT_JOB_QUEUE_TIMEOUT_SECONDS); check that workers run (/readyz, their logs), "
+            "then request the conversion again.",
+        )
+    return len(overdue)
+
+
 def get_job(*, session: Session, job_id: str) -> Job:
     job = session.scalar(select(Job).where(Job.id == job_id)) if len(job_id) <= 64 else None
     if job is None:
@@ -142,10 +182,17 @@ def list_jobs(
     return session.scalars(query).all()
 
 
-def claim_next(*, session: Session, worker_id: str, lease_seconds: float) -> Job | None:
-    """Take the oldest queued job (or one whose worker's lease ran out) for ``worker_id``."""
+def claim_next(
+    *, session: Session, worker_id: str, lease_seconds: float, queue_timeout_seconds: float | None = None
+) -> Job | None:
+    """Take the oldest queued job (or one whose worker's lease ran out) for ``worker_id``.
+
+    Jobs queued past ``queue_timeout_seconds`` are failed (``no_worker``), not run: their client was told.
+    """
     begin_write(session)
     now = utcnow()
+    if queue_timeout_seconds is not None:
+        _expire_queued(session, queue_timeout_seconds)
     lapsed = and_(Job.status == RUNNING, Job.lease_expires_at < now)
     exhausted = session.scalars(
         select(Job).where(lapsed, Job.attempts >= Job.max_attempts).with_for_update(skip_locked=True)

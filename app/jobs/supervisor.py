@@ -6,10 +6,14 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import FrameType
+
+from app.jobs import heartbeat
 
 log = logging.getLogger("weightvault.supervisor")
 
@@ -30,9 +34,14 @@ def worker_command() -> list[str]:
     return [sys.executable, "-P", "-m", "app", "worker", "--single"]
 
 
-def supervise(processes: int) -> int:
-    """Run until SIGTERM/SIGINT (or until this process's parent goes away)."""
+def supervise(processes: int, data_dir: Path | None = None) -> int:
+    """Run until SIGTERM/SIGINT (or until this process's parent goes away).
+
+    Restarts are counted in ``data_dir`` (``weightvault_conversion_worker_restarts_total``).
+    """
     stopping = False
+    supervisor_id = f"{socket.gethostname()}-{os.getpid()}"
+    restarts = 0
 
     def _stop(_signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
@@ -49,6 +58,10 @@ def supervise(processes: int) -> int:
                 continue
             if current is not None:
                 process, started = current
+                restarts += 1
+                if data_dir is not None:
+                    with contextlib.suppress(OSError):
+                        heartbeat.record_restarts(data_dir, supervisor_id, restarts)
                 log.warning(
                     "conversion worker %d (pid %d) exited with %s; restarting",
                     slot,

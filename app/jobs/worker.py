@@ -145,7 +145,10 @@ class Worker:
         """Run one job if one is waiting; returns whether there was one."""
         with self.runtime.sessions() as session:
             job = service.claim_next(
-                session=session, worker_id=self.worker_id, lease_seconds=self.lease_seconds
+                session=session,
+                worker_id=self.worker_id,
+                lease_seconds=self.lease_seconds,
+                queue_timeout_seconds=self.runtime.settings.job_queue_timeout_seconds,
             )
             if job is None:
                 return False

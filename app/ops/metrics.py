@@ -8,11 +8,12 @@ import os
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import REGISTRY, Collector
 from sqlalchemy import func, select
 
+from app.jobs import heartbeat
 from app.runtime import Runtime
 
 REQUESTS = Counter(
@@ -33,7 +34,7 @@ class DatabaseCollector(Collector):
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         from app.artifacts.models import Artifact
         from app.jobs.models import STATUSES, Job
 
@@ -69,6 +70,12 @@ class DatabaseCollector(Collector):
             "weightvault_storage_bytes", "Bytes of distinct stored blobs", value=sum(sizes.values())
         )
         yield GaugeMetricFamily("weightvault_storage_blobs", "Distinct stored blobs", value=len(sizes))
+        # Counted by the worker supervisors (other processes) in the data dir, read here at scrape time.
+        yield CounterMetricFamily(
+            "weightvault_conversion_worker_restarts",
+            "Conversion worker processes restarted by a supervisor after they exited",
+            value=heartbeat.restart_total(self.runtime.settings.data_dir),
+        )
 
 
 def render(runtime: Runtime) -> bytes:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.api.pagination import Page, page_of
+from app.api.pagination import Page, bind_filters, page_of
+from app.artifacts.urls import download_urls
 from app.auth.policy import requires
+from app.db.engine import read_connection
 from app.deps import (
     DownloadUrlDep,
+    ModelName,
     PageDep,
+    Ref,
     RuntimeDep,
     SessionDep,
     SettingsDep,
@@ -85,6 +89,7 @@ async def _receive_and_ingest(
                 store=runtime.store,
                 registry=runtime.registry,
                 limits=runtime.read_limits,
+                ingester=runtime.ingester,
                 model=model,
                 upload=received,
                 metadata=user_metadata,
@@ -94,18 +99,38 @@ async def _receive_and_ingest(
     return version
 
 
+# Reads are async and query inline (see app/models/router.py): no thread-pool hops, no transaction.
 @router.get("", dependencies=[requires("read")])
-def list_versions(
-    model: ValidModel, session: SessionDep, page: PageDep, url: DownloadUrlDep
+async def list_versions(
+    request: Request,
+    model: ModelName,
+    runtime: RuntimeDep,
+    page: PageDep,
+    order: Annotated[
+        Literal["asc", "desc"] | None,
+        Query(description="Version number order, 'asc' by default; 'desc' lists the newest first."),
+    ] = None,
 ) -> Page[VersionRead]:
-    rows = list(service.list_versions(session=session, model=model, limit=page.limit, after=page.after))
-    items, cursor = page_of(rows, page, key=lambda v: v.number)
-    return Page(items=[service.to_read(v, model=model, url=url) for v in items], next_cursor=cursor)
+    # A cursor continues the order it was made in; "asc" is the unfiltered list.
+    filters = bind_filters(page, {"order": None if order is None else ("" if order == "asc" else order)})
+    newest_first = filters.get("order") == "desc"
+    with read_connection(runtime.engine) as conn:
+        rows = service.read_version_page(
+            conn=conn,
+            model=model,
+            limit=page.limit,
+            after=page.after,
+            newest_first=newest_first,
+            url=download_urls(request),
+        )
+    items, cursor = page_of(rows, page, key=lambda v: v.version, filters=filters)
+    return Page(items=items, next_cursor=cursor)
 
 
 @router.get("/{ref}", dependencies=[requires("read")])
-def get_version(model: ValidModel, version: ValidVersion, url: DownloadUrlDep) -> VersionRead:
-    return service.to_read(version, model=model, url=url)
+async def get_version(request: Request, model: ModelName, ref: Ref, runtime: RuntimeDep) -> VersionRead:
+    with read_connection(runtime.engine) as conn:
+        return service.read_version(conn=conn, model=model, ref=ref, url=download_urls(request))
 
 
 @router.patch("/{ref}", dependencies=[requires("write")])

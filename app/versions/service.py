@@ -5,22 +5,36 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Connection,
+    Row,
+    Select,
+    and_,
+    bindparam,
+    false,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from app.api.names import is_valid_name, is_version_number
 from app.architectures.registry import ArchitectureRegistry
 from app.artifacts import service as artifacts_service
 from app.artifacts.models import Artifact
-from app.artifacts.naming import DownloadUrl
-from app.checkpoints.ingest import ingest_checkpoint
+from app.artifacts.naming import PACKAGINGS, DownloadUrl, download_filename
 from app.checkpoints.limits import ReadLimits
+from app.checkpoints.pool import Ingester
 from app.db.engine import begin_write
 from app.errors import AliasInUse, ModelNotFound, VersionNotFound
 from app.models.models import Alias, RegisteredModel
+from app.models.service import model_not_found
 from app.storage.blobstore import BlobStore, StoredBlob
 from app.versions.models import Version
 from app.versions.schemas import VersionRead, VersionUpdate
@@ -54,20 +68,178 @@ def resolve_version(*, session: Session, model: RegisteredModel, ref: str) -> Ve
     else:
         version = None
     if version is None:
-        raise VersionNotFound(
-            f"Model '{model.name}' has no version '{ref[:200]}'; refs are a version number, an alias or 'latest'.",
-            {"model": model.name, "ref": ref[:200]},
-        )
+        raise _version_not_found(model.name, ref)
     return version
 
 
-def list_versions(
-    *, session: Session, model: RegisteredModel, limit: int, after: Any | None
-) -> Sequence[Version]:
-    query = select(Version).where(Version.model_id == model.id).order_by(Version.number).limit(limit + 1)
-    if isinstance(after, int):
-        query = query.where(Version.number > after)
-    return session.scalars(query).all()
+# Core statements over the tables, built once with bind parameters (see app/models/service.py).
+_models = RegisteredModel.__table__.c
+_versions = Version.__table__.c
+_artifacts = Artifact.__table__.c
+_aliases = Alias.__table__.c
+_VERSION_COLUMNS = (
+    _versions.id,
+    _versions.number,
+    _versions.created_at,
+    _versions.description,
+    _versions.metadata,
+    _versions.source,
+    _versions.training,
+    _versions.validation,
+)
+# Labelled: versions and artifacts share column names.
+_ARTIFACT_COLUMNS = (
+    _artifacts.kind.label("a_kind"),
+    _artifacts.format.label("a_format"),
+    _artifacts.size.label("a_size"),
+    _artifacts.sha256.label("a_sha256"),
+    _artifacts.created_at.label("a_created_at"),
+    _artifacts.validation.label("a_validation"),
+    _artifacts.packaging.label("a_packaging"),
+)
+_MODEL_ID = select(_models.id).where(_models.name == bindparam("model"))
+
+
+def _read_version_statement(condition: ColumnElement[bool]) -> Select[Any]:
+    """The model (always a row when it exists), the version ``condition`` picks and its artifacts."""
+    return (
+        select(_models.id.label("model_id"), *_VERSION_COLUMNS, *_ARTIFACT_COLUMNS)
+        .select_from(RegisteredModel.__table__)
+        .outerjoin(Version.__table__, and_(_versions.model_id == _models.id, condition))
+        .outerjoin(Artifact.__table__, _artifacts.version_id == _versions.id)
+        .where(_models.name == bindparam("model"))
+        .order_by(_artifacts.version_id, _artifacts.id)  # see _PAGE_ARTIFACTS
+    )
+
+
+_newer = Version.__table__.alias("newer")
+_READ_VERSION = {
+    "number": _read_version_statement(_versions.number == bindparam("number")),
+    "latest": _read_version_statement(
+        _versions.number
+        == select(func.max(_newer.c.number)).where(_newer.c.model_id == _models.id).scalar_subquery()
+    ),
+    "alias": _read_version_statement(
+        _versions.id
+        == select(_aliases.version_id)
+        .where(_aliases.model_id == _models.id, _aliases.name == bindparam("alias"))
+        .scalar_subquery()
+    ),
+    "none": _read_version_statement(false()),
+}
+
+
+@lru_cache(maxsize=4)
+def _version_page_statement(after: bool, newest_first: bool) -> Select[Any]:
+    page = select(*_VERSION_COLUMNS).where(_versions.model_id == bindparam("model_id"))
+    if after:
+        after_param: BindParameter[int] = bindparam("after")
+        page = page.where(_versions.number < after_param if newest_first else _versions.number > after_param)
+    return page.order_by(_versions.number.desc() if newest_first else _versions.number).limit(
+        bindparam("limit")
+    )
+
+
+# The page's artifacts by a second statement: joined, each version's JSON columns would be read (and
+# parsed) once per artifact. Ordered by (version_id, id), which the version_id index yields as it is:
+# ordered by id alone, SQLite may plan (and keep, in a connection's statement cache) a scan of the whole
+# table in id order, harmless while the table is small and 10x slower at 300,000 artifacts.
+_PAGE_ARTIFACTS = (
+    select(_artifacts.version_id.label("id"), *_ARTIFACT_COLUMNS)
+    .where(_artifacts.version_id.in_(bindparam("ids", expanding=True)))
+    .order_by(_artifacts.version_id, _artifacts.id)
+)
+
+
+def _version_reads(
+    rows: Sequence[Row[*tuple[Any, ...]]],
+    *,
+    model: str,
+    url: DownloadUrl,
+    artifacts: Sequence[Row[*tuple[Any, ...]]] | None = None,
+) -> list[VersionRead]:
+    """Rows of version columns, each joined with one of its artifacts (or none) or, with ``artifacts``,
+    alone and the artifacts' rows (with the version id as ``id``) apart -> VersionReads, in order."""
+    found: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        if row.id not in found:
+            found[row.id] = {
+                "model": model,
+                "version": row.number,
+                "created_at": row.created_at,
+                "description": row.description,
+                "metadata": row.metadata,
+                "source": row.source,
+                "training": row.training,
+                "validation": row.validation,
+                "artifacts": [],
+            }
+    for row in rows if artifacts is None else artifacts:
+        if row.a_kind is None:
+            continue
+        packaging = row.a_packaging
+        if packaging not in PACKAGINGS:
+            raise ValueError(f"an artifact of version {row.id} has an unknown packaging {packaging!r}")
+        number = found[row.id]["version"]
+        found[row.id]["artifacts"].append(
+            {
+                "kind": row.a_kind,
+                "format": row.a_format,
+                "size": row.a_size,
+                "sha256": row.a_sha256,
+                "created_at": row.a_created_at,
+                "validation": row.a_validation,
+                "filename": download_filename(model, number, row.a_kind, row.a_format, packaging),
+                "url": url(model=model, version=number, kind=row.a_kind, fmt=row.a_format),
+            }
+        )
+    return [VersionRead.model_validate(version) for version in found.values()]
+
+
+def read_version(*, conn: Connection, model: str, ref: str, url: DownloadUrl) -> VersionRead:
+    """``GET .../versions/{ref}`` in one statement: the model, the version ``ref`` names and its artifacts.
+
+    Raises ``ModelNotFound`` or ``VersionNotFound`` as ``resolve_version`` does.
+    """
+    if not is_valid_name(model):
+        raise model_not_found(model)
+    params: dict[str, Any] = {"model": model}
+    if is_version_number(ref):
+        statement, params["number"] = _READ_VERSION["number"], int(ref)
+    elif ref == "latest":
+        statement = _READ_VERSION["latest"]
+    elif is_valid_name(ref):
+        statement, params["alias"] = _READ_VERSION["alias"], ref
+    else:
+        statement = _READ_VERSION["none"]
+    rows = conn.execute(statement, params).all()
+    if not rows:
+        raise model_not_found(model)
+    if rows[0].id is None:
+        raise _version_not_found(model, ref)
+    return _version_reads(rows, model=model, url=url)[0]
+
+
+def read_version_page(
+    *, conn: Connection, model: str, limit: int, after: Any | None, newest_first: bool, url: DownloadUrl
+) -> list[VersionRead]:
+    """Up to ``limit + 1`` versions after ``after`` in number order (``newest_first``: descending), with
+    their artifacts: the model's id, the page by the (model_id, number) index, the page's artifacts."""
+    model_id = conn.scalar(_MODEL_ID, {"model": model}) if is_valid_name(model) else None
+    if model_id is None:
+        raise model_not_found(model)
+    has_after = isinstance(after, int)
+    statement = _version_page_statement(has_after, newest_first)
+    rows = conn.execute(statement, {"model_id": model_id, "after": after, "limit": limit + 1}).all()
+    artifacts = conn.execute(_PAGE_ARTIFACTS, {"ids": [row.id for row in rows]}).all() if rows else []
+    return _version_reads(rows, model=model, url=url, artifacts=artifacts)
+
+
+def _version_not_found(model: str, ref: str) -> VersionNotFound:
+    return VersionNotFound(
+        f"Model '{model}' has no version '{ref[:200]}'; refs are a version number, an alias or 'latest'.",
+        {"model": model, "ref": ref[:200]},
+    )
 
 
 def create_version(
@@ -76,15 +248,20 @@ def create_version(
     store: BlobStore,
     registry: ArchitectureRegistry,
     limits: ReadLimits,
+    ingester: Ingester,
     model: RegisteredModel,
     upload: ReceivedUpload,
     metadata: Mapping[str, Any],
     workdir: Path,
 ) -> Version:
-    """Validate the upload, store its proven artifacts, then commit the version row (only then)."""
+    """Validate the upload, store its proven artifacts, then commit the version row (only then).
+
+    The ingest runs in ``ingester``'s child process (``IngestCrashed`` / ``IngestTimeout`` when it dies
+    or overruns); its files are in ``workdir``, which the caller removes.
+    """
     architecture = registry.get(model.architecture)
     session.rollback()  # hold no read transaction (or SQLite snapshot) during the long ingest
-    result = ingest_checkpoint(
+    result = ingester.ingest(
         upload=upload.path,
         architecture=architecture,
         config=model.config,

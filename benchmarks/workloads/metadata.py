@@ -1,5 +1,12 @@
-"""Workload 4: metadata reads (GET /v1/models/{m}, GET /v1/models/{m}/versions/1, alternating) at N clients,
-on SQLite and on PostgreSQL (a database created for the run and dropped after it)."""
+"""Workload 5: metadata reads at N clients against the floor (one SQLite SELECT by key in a minimal
+Starlette app), on SQLite and on PostgreSQL (a database created for the run and dropped after it).
+
+Per database: the model and version 1 alternating (the MLflow comparison); then each read alone on a
+model with 50 versions (the model, version 1, a page of 50); then the same after a bulk fill to
+``FILL_MODELS`` models and ``FILL_VERSIONS`` versions with metadata, plus a name/architecture search and
+the newest-first page of versions. On SQLite, also the model read at the most clients with 1 and 2 API
+processes (``serve --workers``).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ from contextlib import contextmanager
 
 from benchmarks import loadgen, rawhttp, servers
 from benchmarks.context import Context, create_model, expect, say
+from benchmarks.fill import fill
 from benchmarks.memory import tree_cpu_seconds
 from benchmarks.servers import Running
 
@@ -19,6 +27,20 @@ PG_PORT = os.environ.get("PGPORT", "5432")
 PG_USER = os.environ.get("PGUSER", "postgres")
 MODEL = "meta"
 PATHS = [f"/v1/models/{MODEL}", f"/v1/models/{MODEL}/versions/1"]
+FLOOR_PATHS = [f"/models/{MODEL}"]
+# Each read alone; the versions of MODEL are 50 (1 uploaded, 49 bulk-inserted) before the fill.
+READS = {
+    "model": [f"/v1/models/{MODEL}"],
+    "version": [f"/v1/models/{MODEL}/versions/1"],
+    "page50": [f"/v1/models/{MODEL}/versions?limit=50"],
+}
+FILLED_READS = {
+    **READS,
+    "page50_newest": [f"/v1/models/{MODEL}/versions?limit=50&order=desc"],
+    "search": ["/v1/models?q=mlp-0001&architecture=mlp&limit=50"],
+}
+FILL_MODELS = 10_000
+FILL_VERSIONS = 100_000
 
 
 def _psql(sql: str) -> subprocess.CompletedProcess[str]:
@@ -51,12 +73,19 @@ def _postgres_database() -> Iterator[str | None]:
         _psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def measure(ctx: Context, server: Running, paths: list[str], prefix: str, label: str) -> None:
+def measure(
+    ctx: Context,
+    server: Running,
+    paths: list[str],
+    prefix: str,
+    label: str,
+    clients_list: list[int] | None = None,
+) -> None:
     """Warm up, then ``repeats`` timed runs per client count: req/s, p50, p99 and the server's CPU per request."""
     add = ctx.results.add
     # Every connection once, so each of a multi-process server's workers has answered before the clock runs.
     loadgen.run(server.url, paths, max(ctx.metadata_clients), 2.0)
-    for clients in ctx.metadata_clients:
+    for clients in clients_list or ctx.metadata_clients:
         for repeat in range(ctx.repeats):
             say(f"{label}: {clients} clients, repeat {repeat + 1}/{ctx.repeats}")
             cpu_before = tree_cpu_seconds(server.process.pid)
@@ -78,6 +107,9 @@ def measure(ctx: Context, server: Running, paths: list[str], prefix: str, label:
 
 
 def run(ctx: Context) -> None:
+    with servers.floor(ctx.tmp) as floor:
+        expect(rawhttp.request(floor.url, "GET", FLOOR_PATHS[0]), 200, "floor read")
+        measure(ctx, floor, FLOOR_PATHS, "metadata/floor", "metadata floor (Starlette + one sqlite3 SELECT)")
     for database in ctx.metadata_databases:
         if database == "sqlite":
             _run_on(ctx, "sqlite", None)
@@ -91,8 +123,34 @@ def run(ctx: Context) -> None:
 
 def _run_on(ctx: Context, database: str, url: str | None) -> None:
     with servers.weightvault(ctx.tmp, tag=f"metadata-{database}", database_url=url) as wv:
+        assert wv.data_dir is not None
+        db_url = url or f"sqlite:///{(wv.data_dir / 'weightvault.db').resolve()}"
         weights, config = ctx.inputs.arch("simple-linear", seed=0)
         create_model(wv, MODEL, "simple-linear", config)
         expect(rawhttp.upload_raw(wv.url, f"/v1/models/{MODEL}/versions", weights), 201, "upload")
         label = "metadata SQLite" if database == "sqlite" else "metadata PostgreSQL"
         measure(ctx, wv, PATHS, f"metadata/{database}", f"{label} (weightvault)")
+        fill(db_url, models=0, versions=0, extra_versions={MODEL: 49})
+        for name, paths in READS.items():
+            measure(ctx, wv, paths, f"metadata/{database}/{name}", f"{label} {name} (weightvault)")
+        say(f"{label}: filling to {FILL_MODELS:,} models and {FILL_VERSIONS:,} versions")
+        began = time.monotonic()
+        fill(db_url, models=FILL_MODELS, versions=FILL_VERSIONS)
+        ctx.results.add(
+            f"metadata/{database}/fill_seconds",
+            time.monotonic() - began,
+            unit="s",
+            label=f"{label}: bulk fill of {FILL_MODELS:,} models, {FILL_VERSIONS:,} versions",
+        )
+        for name, paths in FILLED_READS.items():
+            what = f"{label} filled {name} (weightvault)"
+            measure(ctx, wv, paths, f"metadata/{database}/filled/{name}", what)
+        if database != "sqlite":
+            return
+        top = [max(ctx.metadata_clients)]
+        measure(ctx, wv, READS["model"], "metadata/sqlite/workers1/model", f"{label} model, 1 process", top)
+    if database == "sqlite":
+        with servers.weightvault(ctx.tmp, tag="metadata-sqlite-2", database_url=db_url, api_workers=2) as wv2:
+            measure(
+                ctx, wv2, READS["model"], "metadata/sqlite/workers2/model", f"{label} model, 2 processes", top
+            )

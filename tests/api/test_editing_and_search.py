@@ -328,7 +328,7 @@ def test_forged_cursor_filters_are_refused(client: TestClient, body: dict[str, A
         ("GET", "/v1/models", ["architecture", "cursor", "limit", "q"]),
         ("GET", "/v1/models/demo", []),
         ("PATCH", "/v1/models/demo", []),
-        ("GET", "/v1/models/demo/versions", ["cursor", "limit"]),
+        ("GET", "/v1/models/demo/versions", ["cursor", "limit", "order"]),
         ("POST", "/v1/models/demo/versions", ["metadata"]),
         ("GET", "/v1/models/demo/versions/1", []),
         ("DELETE", "/v1/models/demo/versions/1", ["force"]),
@@ -502,3 +502,24 @@ def test_openapi_describes_the_new_fields_and_parameters(client: TestClient) -> 
         assert set(schemas[body]["properties"]) == {"description", "metadata"}
         assert schemas[body]["properties"]["metadata"]["type"] == "object"
         assert schemas[body]["additionalProperties"] is False
+
+
+def test_versions_list_newest_first_with_cursors(client: TestClient, tmp_path: Path) -> None:
+    create_model(client)
+    numbers = [_push(client, tmp_path) for _ in range(5)]
+    assert client.delete(f"/v1/models/demo/versions/{numbers[2]}").status_code == 204
+    first = client.get("/v1/models/demo/versions", params={"order": "desc", "limit": 2}).json()
+    assert [v["version"] for v in first["items"]] == [5, 4]
+    second = client.get("/v1/models/demo/versions", params={"cursor": first["next_cursor"]}).json()
+    assert [v["version"] for v in second["items"]] == [2, 1]
+    assert second["next_cursor"] is None
+    assert all(len(v["artifacts"]) == 3 for v in first["items"] + second["items"])
+    ascending = client.get("/v1/models/demo/versions", params={"order": "asc", "limit": 2}).json()
+    assert [v["version"] for v in ascending["items"]] == [1, 2]
+    # A cursor continues the order it was made in; asking for the other one with it is refused.
+    mixed = client.get("/v1/models/demo/versions", params={"order": "asc", "cursor": first["next_cursor"]})
+    _error(mixed, 422, "invalid_cursor")
+    assert client.get("/v1/models/demo/versions", params={"order": "up"}).status_code == 422
+    assert client.get("/v1/models/nope/versions", params={"order": "desc"}).status_code == 404
+    # The listed versions are the ones GET .../versions/{n} shows.
+    assert first["items"][0] == client.get("/v1/models/demo/versions/5").json()
