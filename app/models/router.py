@@ -48,10 +48,11 @@ def create_model(
     return service.to_read(model, None)
 
 
-# The reads are async and query inline: one or two indexed statements on a connection without a
-# transaction cost less than the hops to the thread pool that sync dependencies and endpoints take.
+# The reads are one or two indexed statements on a connection without a transaction. They stay sync
+# endpoints (one hop to the thread pool): a slow database or an exhausted connection pool must never
+# stall the event loop that streams every upload and download of this process.
 @router.get("", dependencies=[requires("read")])
-async def list_models(
+def list_models(
     runtime: RuntimeDep, page: PageDep, q: NameContains = None, architecture: ArchitectureFilter = None
 ) -> Page[ModelRead]:
     """Models in name order; a cursor continues the filtered list it came from."""
@@ -69,7 +70,7 @@ async def list_models(
 
 
 @router.get("/{model}", dependencies=[requires("read")])
-async def get_model(model: ModelName, runtime: RuntimeDep) -> ModelRead:
+def get_model(model: ModelName, runtime: RuntimeDep) -> ModelRead:
     with read_connection(runtime.engine) as conn:
         return service.read_model(conn=conn, name=model)
 

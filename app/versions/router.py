@@ -99,9 +99,9 @@ async def _receive_and_ingest(
     return version
 
 
-# Reads are async and query inline (see app/models/router.py): no thread-pool hops, no transaction.
+# Reads query inline without a transaction, as sync endpoints (see app/models/router.py).
 @router.get("", dependencies=[requires("read")])
-async def list_versions(
+def list_versions(
     request: Request,
     model: ModelName,
     runtime: RuntimeDep,
@@ -128,7 +128,7 @@ async def list_versions(
 
 
 @router.get("/{ref}", dependencies=[requires("read")])
-async def get_version(request: Request, model: ModelName, ref: Ref, runtime: RuntimeDep) -> VersionRead:
+def get_version(request: Request, model: ModelName, ref: Ref, runtime: RuntimeDep) -> VersionRead:
     with read_connection(runtime.engine) as conn:
         return service.read_version(conn=conn, model=model, ref=ref, url=download_urls(request))
 

@@ -373,6 +373,41 @@ def test_refused_with_a_reason_and_nothing_left(
     upload.assert_refused(case.codes, case.statuses)
 
 
+@pytest.mark.parametrize("name", sorted(REFUSALS))
+def test_refused_through_the_resumable_endpoint_too(
+    shared_vault: tuple[TestClient, Path], marker: Path, name: str
+) -> None:
+    """The tus entry point ends in the same ingest: the same refusal, recorded as the upload's outcome,
+    and nothing of it stays (its received part is gone with it)."""
+    client, data_dir = shared_vault
+    case = REFUSALS[name]
+    body = case.build(marker)
+    before_files, before_versions = stored_files(data_dir), version_count(client, "demo")
+    tus = {"Tus-Resumable": "1.0.0"}
+    created = client.post("/v1/models/demo/uploads", headers={**tus, "Upload-Length": str(len(body))})
+    if created.status_code == 413:  # declared too large: refused before a byte is sent
+        assert "too_large" in case.codes
+        return
+    assert created.status_code == 201, created.text
+    location = created.headers["Location"]
+    sent = client.patch(
+        location,
+        content=body,
+        headers={**tus, "Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"},
+    )
+    assert sent.status_code in (204, 413), sent.text
+    if sent.status_code == 204:
+        outcome = client.get(location).json()
+        assert outcome["state"] == "failed" and outcome["version"] is None, outcome
+        assert outcome["error"]["code"] in case.codes, outcome["error"]
+        assert_actionable(outcome["error"]["message"])
+    else:
+        assert client.delete(location, headers=tus).status_code == 204
+    assert not marker.exists(), "code from the upload ran"
+    assert stored_files(data_dir) == before_files, "a refused resumable upload left files behind"
+    assert version_count(client, "demo") == before_versions
+
+
 @pytest.mark.parametrize("name", MULTIPART)
 def test_refused_as_multipart_too(shared_vault: tuple[TestClient, Path], marker: Path, name: str) -> None:
     client, data_dir = shared_vault
