@@ -11,6 +11,8 @@ RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
 COPY pyproject.toml README.md constraints.txt alembic.ini ./
 COPY alembic ./alembic
 COPY app ./app
+# The client distribution the server depends on (pyproject: weightvault-client @ {root:uri}/client).
+COPY client ./client
 RUN pip install -c constraints.txt .
 
 FROM python:3.11-slim AS runtime

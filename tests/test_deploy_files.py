@@ -54,3 +54,15 @@ def test_dockerfile_runs_as_non_root_with_a_health_check_and_a_data_volume() -> 
     assert "torch==2.13.0" in text and "download.pytorch.org/whl/cpu" in text
     for key in re.findall(r"(WEIGHTVAULT_[A-Z_]+)=", text):
         assert key in SETTINGS_ENV, f"the Dockerfile sets {key}, which the app does not read"
+
+
+def test_dockerfile_copies_every_local_distribution_the_server_depends_on() -> None:
+    """pip resolves ``name @ {root:uri}/path`` against the build context: the path must be in the image."""
+    text = (ROOT / "Dockerfile").read_text()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    local = re.findall(r"@ \{root:uri\}/([\w./-]+)", pyproject)
+    assert local == ["client"]
+    copied = set(re.findall(r"^COPY (\S+) ", text, re.M))
+    for path in local:
+        assert path in copied, f"the Dockerfile does not copy {path}/, which pip install . needs"
+        assert (ROOT / path / "pyproject.toml").is_file()
