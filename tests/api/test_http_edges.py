@@ -330,3 +330,43 @@ def test_an_upload_slower_than_the_minimum_rate_gets_408_and_leaves_nothing(serv
         wait_for(lambda: not _staged_files(data_dir), 10, what="staging to empty")
         assert {p for p in (data_dir / "blobs").rglob("*") if p.is_file()} == blobs_before
         assert [v["version"] for v in client.get("/v1/models/drip/versions").json()["items"]] == [1]
+
+
+@pytest.mark.slow
+def test_a_dripped_resumable_patch_gets_408_keeps_what_arrived_and_resumes(server: tuple[str, Path]) -> None:
+    """The tus entry point has the same deadlines; a PATCH cut short by one keeps its bytes for a resume."""
+    url, _data_dir = server
+    tus = {"Tus-Resumable": "1.0.0"}
+    body = _state_dict_bytes(3)
+    with httpx.Client(base_url=url, timeout=30) as client:
+        create_model(client, "drip-tus")
+        created = client.post("/v1/models/drip-tus/uploads", headers={**tus, "Upload-Length": str(len(body))})
+        assert created.status_code == 201, created.text
+        path = httpx.URL(created.headers["Location"]).path
+        with socket.create_connection(_address(url), timeout=10) as sock:
+            sock.sendall(
+                f"PATCH {path} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\n"
+                f"Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body[:100]
+            )
+            sent = 100
+            for _ in range(60):  # then one byte every 0.1 s: far below the minimum rate
+                if select.select([sock], [], [], 0.1)[0]:
+                    break
+                with contextlib.suppress(OSError):
+                    sock.sendall(body[sent : sent + 1])
+                    sent += 1
+            status, _headers, answer = _read_response(sock)
+        assert status == 408, answer
+        assert json.loads(answer)["error"]["code"] == "upload_timeout"
+        offset = int(client.head(path, headers=tus).headers["Upload-Offset"])
+        assert 100 <= offset <= sent  # what arrived before the deadline was kept
+        resumed = client.patch(
+            path,
+            content=body[offset:],
+            headers={**tus, "Content-Type": "application/offset+octet-stream", "Upload-Offset": str(offset)},
+        )
+        assert resumed.status_code == 204, resumed.text
+        outcome = client.get(path).json()
+        assert outcome["state"] == "done", outcome
