@@ -22,6 +22,7 @@ from app.uploads.errors import InvalidUploadRequest, WrongContentType
 from app.uploads.models import UploadSession
 from app.uploads.schemas import UploadRead
 from app.versions import service as versions_service
+from app.versions.ingesting import create_version_from
 from app.versions.receive import body_chunks, parse_metadata
 from app.versions.service import ReceivedUpload
 
@@ -191,18 +192,13 @@ async def _ingest(row: UploadSession, sha256: str, session: Session, runtime: Ru
         received = ReceivedUpload(path=path, size=length, sha256=sha256, filename=filename)
         try:
             assert model is not None
-            version = await run_in_threadpool(
-                lambda: versions_service.create_version(
-                    session=session,
-                    store=runtime.store,
-                    registry=runtime.registry,
-                    limits=runtime.read_limits,
-                    ingester=runtime.ingester,
-                    model=model,
-                    upload=received,
-                    metadata=metadata,
-                    workdir=workdir,
-                )
+            version = await create_version_from(
+                runtime=runtime,
+                session=session,
+                model=model,
+                upload=received,
+                metadata=metadata,
+                workdir=workdir,
             )
             number = version.number
             UPLOADS.labels("accepted").inc()

@@ -29,6 +29,7 @@ from app.models.models import RegisteredModel
 from app.ops.metrics import UPLOADS
 from app.runtime import Runtime
 from app.versions import service
+from app.versions.ingesting import create_version_from
 from app.versions.models import Version
 from app.versions.receive import receive_upload
 from app.versions.schemas import VersionRead, VersionUpdate
@@ -83,18 +84,13 @@ async def _receive_and_ingest(
         received, user_metadata = await receive_upload(
             request, dest=workdir / "upload", limits=runtime.upload_limits, metadata_param=metadata
         )
-        version = await run_in_threadpool(
-            lambda: service.create_version(
-                session=session,
-                store=runtime.store,
-                registry=runtime.registry,
-                limits=runtime.read_limits,
-                ingester=runtime.ingester,
-                model=model,
-                upload=received,
-                metadata=user_metadata,
-                workdir=workdir,
-            )
+        version = await create_version_from(
+            runtime=runtime,
+            session=session,
+            model=model,
+            upload=received,
+            metadata=user_metadata,
+            workdir=workdir,
         )
     return version
 
