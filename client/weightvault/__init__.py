@@ -11,8 +11,10 @@
 It needs httpx (and torch to load weights), never the server's dependencies.
 """
 
-from weightvault.client import Client
-from weightvault.download import Pulled
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from weightvault.errors import (
     ApiError,
     BadRequest,
@@ -33,6 +35,10 @@ from weightvault.errors import (
 )
 from weightvault.refs import Ref, parse_ref
 from weightvault.resources import Artifact, Job, Model, Version
+
+if TYPE_CHECKING:
+    from weightvault.client import Client
+    from weightvault.download import Pulled
 
 __all__ = [
     "ApiError",
@@ -60,3 +66,17 @@ __all__ = [
     "WeightvaultError",
     "parse_ref",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The modules that import httpx load on first use: a `weightvault` command sets up how httpx is
+    # imported before that (see weightvault.cli), and `import weightvault.errors` stays light.
+    if name == "Client":
+        from weightvault.client import Client
+
+        return Client
+    if name == "Pulled":
+        from weightvault.download import Pulled
+
+        return Pulled
+    raise AttributeError(f"module 'weightvault' has no attribute {name!r}")
