@@ -130,7 +130,8 @@ def _finish(
 def strip_wrapper_prefixes(
     weights: Mapping[str, torch.Tensor], expected_keys: Collection[str]
 ) -> dict[str, torch.Tensor]:
-    """Remove ``module.`` (DataParallel/DDP), ``_orig_mod.`` (torch.compile) and Lightning attribute prefixes."""
+    """Remove ``module.`` (DataParallel/DDP), ``_orig_mod.`` (torch.compile), Lightning attribute prefixes and
+    base-model prefixes (``bert.``); add a base-model prefix where the architecture has a head around it."""
     expected = set(expected_keys)
     renamed = {_drop_compile_prefix(key): value for key, value in weights.items()}
     if len(renamed) != len(weights):
@@ -149,7 +150,24 @@ def strip_wrapper_prefixes(
         if prefix not in _WRAPPER_PREFIXES and not (set(stripped) & expected):
             break
         renamed = stripped
-    return renamed
+    return _add_base_prefix(renamed, expected)
+
+
+def _add_base_prefix(weights: dict[str, torch.Tensor], expected: set[str]) -> dict[str, torch.Tensor]:
+    """Put a base model's weights under the attribute a model with a head keeps it in.
+
+    A ``GPT2Model`` state_dict fits ``GPT2LMHeadModel`` as ``transformer.*`` (its head is tied to the
+    embeddings); ``from_pretrained`` does the same with ``base_model_prefix``. Done only when every key
+    then names a weight of the architecture, so nothing the upload holds is dropped or misread.
+    """
+    if not weights or not expected or set(weights) & expected:
+        return weights
+    heads = {key.split(".", 1)[0] + "." for key in expected if "." in key}
+    for prefix in sorted(heads):
+        added = {prefix + key: value for key, value in weights.items()}
+        if set(added) <= expected:
+            return added
+    return weights
 
 
 def _drop_compile_prefix(key: str) -> str:

@@ -50,6 +50,21 @@ def test_an_unknown_prefix_that_does_not_help_is_kept() -> None:
     ]
 
 
+def test_a_base_model_prefix_is_removed_or_added_when_that_makes_every_key_fit() -> None:
+    base = ["embeddings.weight", "encoder.weight"]
+    with_head = ["bert.embeddings.weight", "bert.encoder.weight", "classifier.weight"]
+    weights = {"bert.embeddings.weight": torch.zeros(1), "bert.encoder.weight": torch.zeros(1)}
+    assert list(strip_wrapper_prefixes(weights, base)) == base
+    bare = {"embeddings.weight": torch.zeros(1), "encoder.weight": torch.zeros(1)}
+    assert list(strip_wrapper_prefixes(bare, with_head)) == with_head[:2]
+    # not when some key would still name nothing in the architecture
+    assert list(strip_wrapper_prefixes({**bare, "pooler.weight": torch.zeros(1)}, with_head)) == [
+        "embeddings.weight",
+        "encoder.weight",
+        "pooler.weight",
+    ]
+
+
 def _optimizer_state(cls: type[torch.optim.Optimizer], **kwargs: object) -> dict[str, object]:
     params = [nn.Parameter(torch.zeros(2))]
     return {"optimizer_state_dict": cls(params, **kwargs).state_dict()}  # type: ignore[call-arg]
