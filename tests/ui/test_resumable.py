@@ -177,6 +177,14 @@ def test_refusal_through_the_resumable_path_shows_the_key_table(
     expect(shape).to_contain_text("linear.bias")
     expect(shape.locator("td").nth(2)).to_have_text("[1]")
     expect(shape.locator("td").nth(3)).to_have_text("[3]")
+    # On a phone the key column stays readable: a key breaks at its dots, never letter by letter.
+    page.set_viewport_size({"width": 390, "height": 900})
+    b.shoot("refusal-keys")
+    lines = refusal.locator("tr.mismatch-unexpected td code").evaluate(
+        "el => Math.round(el.getBoundingClientRect().height / parseFloat(getComputedStyle(el).lineHeight))"
+    )
+    assert lines <= 2  # "head." and "weight" at most
+    page.set_viewport_size({"width": 1280, "height": 900})
     # It went through tus in pieces, and the outcome was read with GET /v1/uploads/{id}.
     assert traffic.count("POST") == 1
     assert traffic.offsets() == list(range(0, wrong.stat().st_size, CHUNK))

@@ -14,6 +14,12 @@ function chunkBytes() {
 
 const ROW_LIMIT = 500;
 
+// A state_dict key breaks after its dots on a narrow screen, never between letters.
+function dottedKey(key) {
+  const parts = String(key).split(".");
+  return h("code", {}, parts.map((part, i) => (i < parts.length - 1 ? [`${part}.`, h("wbr", {})] : part)));
+}
+
 function mismatchTable(details) {
   const rows = [];
   for (const key of details.missing_keys || []) {
@@ -36,7 +42,7 @@ function mismatchTable(details) {
     table(
       ["Problem", "Key", "Expected", "Got"],
       shown.map(([kind, key, expected, got]) =>
-        h("tr", { class: `mismatch-${kind}` }, h("td", {}, kind), h("td", {}, h("code", {}, String(key))), h("td", {}, String(expected)), h("td", {}, String(got))),
+        h("tr", { class: `mismatch-${kind}` }, h("td", {}, kind), h("td", {}, dottedKey(key)), h("td", {}, String(expected)), h("td", {}, String(got))),
       ),
       { class: "mismatch" },
     ),
