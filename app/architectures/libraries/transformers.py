@@ -145,7 +145,7 @@ def _check_layers(config: Mapping[str, Any], path: str = "") -> None:
         where = f"{path}.{key}" if path else key
         if isinstance(value, Mapping):
             _check_layers(value, where)
-        elif _LAYER_KEY.search(key) and isinstance(value, int) and value > MAX_LAYERS:
+        elif _LAYER_KEY.search(str(key)) and isinstance(value, int) and value > MAX_LAYERS:
             raise InvalidArchitecture(
                 f"The config asks for {value} layers ('{where}'); at most {MAX_LAYERS} are accepted.",
                 {"key": where, "value": value, "limit": MAX_LAYERS},
