@@ -13,7 +13,7 @@ COPY alembic ./alembic
 COPY app ./app
 # The client distribution the server depends on (pyproject: weightvault-client @ {root:uri}/client).
 COPY client ./client
-RUN pip install -c constraints.txt .
+RUN pip install -c constraints.txt '.[transformers]'
 
 FROM python:3.11-slim AS runtime
 # procps: pgrep for the worker's health check

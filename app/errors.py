@@ -9,6 +9,7 @@ WeightvaultError
 │   ├── InvalidFormat             422 invalid_format
 │   ├── InvalidCursor             422 invalid_cursor
 │   ├── ArchitectureNotFoundInput 422 architecture_not_found (named in a request body)
+│   ├── InvalidArchitecture       422 invalid_architecture (a registration that cannot be used)
 │   ├── CheckpointRejected
 │   │   ├── UnsafeCheckpoint      422 unsafe_checkpoint
 │   │   ├── UnreadableCheckpoint  422 unreadable_checkpoint
@@ -24,7 +25,10 @@ WeightvaultError
 │   └── ArtifactNotFound, JobNotFound
 ├── Conflict (409)
 │   ├── ModelExists               409 model_exists
-│   └── AliasInUse                409 alias_in_use (details.aliases)
+│   ├── AliasInUse                409 alias_in_use (details.aliases)
+│   ├── ArchitectureExists        409 architecture_exists
+│   ├── ArchitectureInUse         409 architecture_in_use (details.models)
+│   └── ArchitectureReadOnly      409 architecture_read_only (built-in and plugin ones)
 └── Unauthorized 401 / Forbidden 403
 """
 
@@ -80,6 +84,10 @@ class InvalidCursor(BadRequest):
 
 class ArchitectureNotFoundInput(BadRequest):
     code = "architecture_not_found"
+
+
+class InvalidArchitecture(BadRequest):
+    code = "invalid_architecture"
 
 
 class CheckpointRejected(BadRequest):
@@ -169,6 +177,18 @@ class ModelExists(Conflict):
 
 class AliasInUse(Conflict):
     code = "alias_in_use"
+
+
+class ArchitectureExists(Conflict):
+    code = "architecture_exists"
+
+
+class ArchitectureInUse(Conflict):
+    code = "architecture_in_use"
+
+
+class ArchitectureReadOnly(Conflict):
+    code = "architecture_read_only"
 
 
 class Unauthorized(WeightvaultError):

@@ -8,6 +8,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.architectures.registry import ArchitectureRegistry, load_registry
+from app.architectures.service import DatabaseRegistrations
 from app.checkpoints.limits import ReadLimits
 from app.checkpoints.pool import IngestPool, ProcessLimits
 from app.db.engine import make_engine, make_sessionmaker
@@ -86,5 +87,5 @@ def open_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
         engine=engine,
         sessions=make_sessionmaker(engine),
         store=store,
-        registry=load_registry(settings.architecture_modules),
+        registry=load_registry(settings.architecture_modules, DatabaseRegistrations(engine)),
     )

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     max_page_size: int = Field(default=500, gt=0, le=10_000)
     max_form_parts: int = Field(default=16, ge=2, le=1000)
     architecture_modules: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Libraries whose model classes or constructors POST /v1/architectures may name (docs/architectures.md).
+    architecture_libraries: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["transformers"])
+    # A registration whose model would have more parameters than this is refused (counted on the meta device).
+    max_architecture_parameters: int = Field(default=20_000_000_000, gt=0)
     upload_idle_timeout_seconds: float = Field(default=60.0, gt=0)
     # An upload must finish within base + bytes / min rate seconds: a steady drip never goes idle.
     # Resumable (tus) uploads: an unfinished one is freed after this long; each token may keep this many open.
@@ -74,7 +78,7 @@ class Settings(BaseSettings):
     # `weightvault serve` migrates once before starting its API processes and turns this off for them.
     migrate_on_start: bool = True
 
-    @field_validator("architecture_modules", mode="before")
+    @field_validator("architecture_modules", "architecture_libraries", mode="before")
     @classmethod
     def _split_modules(cls, value: object) -> object:
         # A comma-separated environment variable is friendlier than JSON for a list of module names.

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cached_property
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ValidationError
@@ -29,17 +30,18 @@ class InputSpec:
     name: str
     shape: tuple[int | str, ...]
     dtype: str = "float32"
-    # Integer inputs (token ids) are drawn from [0, high).
+    # Integer inputs (token ids) are drawn from [low, high).
     high: int | None = None
     # Sizes used for symbolic dimensions other than "batch" when making example inputs.
     example_dims: Mapping[str, int] = field(default_factory=dict)
+    low: int = 0
 
     def example(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
         shape = [self._resolve(dim, batch_size) for dim in self.shape]
         dtype = _DTYPES[self.dtype]
         if dtype.is_floating_point:
             return torch.randn(shape, generator=generator, dtype=torch.float32).to(dtype)
-        return torch.randint(0, self.high or 2, shape, generator=generator, dtype=dtype)
+        return torch.randint(self.low, self.high or self.low + 2, shape, generator=generator, dtype=dtype)
 
     def _resolve(self, dim: int | str, batch_size: int) -> int:
         if isinstance(dim, int):
@@ -50,6 +52,50 @@ class InputSpec:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    def to_data(self) -> dict[str, Any]:
+        """Everything needed to rebuild it (stored with a registration, sent to the ingest child)."""
+        return {
+            **self.describe(),
+            "high": self.high,
+            "low": self.low,
+            "example_dims": dict(self.example_dims),
+        }
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> InputSpec:
+        return cls(
+            name=str(data["name"]),
+            shape=tuple(data["shape"]),
+            dtype=str(data.get("dtype", "float32")),
+            high=data.get("high"),
+            example_dims=dict(data.get("example_dims") or {}),
+            low=int(data.get("low") or 0),
+        )
+
+
+INPUT_DTYPES = frozenset(_DTYPES)
+
+
+Source = Literal["builtin", "plugin", "registered"]
+
+
+@dataclass(frozen=True)
+class Registration:
+    """An architecture registered over HTTP: plain data, kept in the database and sent to ingest children.
+
+    ``inputs`` are the example inputs (declared or derived at registration), as ``InputSpec.to_data``.
+    """
+
+    id: str
+    name: str
+    library: str
+    description: str
+    config: dict[str, Any] | None
+    factory: str | None
+    kwargs: dict[str, Any] | None
+    inputs: list[dict[str, Any]]
+    parameters: int
 
 
 ModuleFactory = Callable[[Any], nn.Module]
@@ -67,6 +113,19 @@ class Architecture:
     input_specs: InputsFactory
     # Classes a whole-module pickle of this architecture may name (besides allow-listed torch.nn ones).
     module_classes: tuple[type[nn.Module], ...] = ()
+    source: Source = "builtin"
+    # The library a registered architecture comes from (None for built-in and plugin code).
+    library: str | None = None
+    registration: Registration | None = None
+
+    @cached_property
+    def parameters(self) -> int:
+        """Parameters of the model its default config builds (counted on the meta device, tied ones once)."""
+        if self.registration is not None:
+            return self.registration.parameters
+        with torch.device("meta"):
+            module = self.build(self.default_config)
+        return count_parameters(module)
 
     @property
     def config_schema(self) -> dict[str, Any]:
@@ -104,3 +163,8 @@ class Architecture:
     ) -> tuple[torch.Tensor, ...]:
         generator = torch.Generator().manual_seed(seed)
         return tuple(spec.example(batch_size, generator) for spec in self.inputs(config))
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Distinct parameters (tied ones counted once); works on the meta device."""
+    return sum(p.numel() for p in module.parameters())

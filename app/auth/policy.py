@@ -1,7 +1,7 @@
 """Which scope a route needs, declared next to the route: ``dependencies=[requires("write")]``.
 
 docs/api.md, Conventions: Auth: GET/HEAD need ``read``; uploads, aliases, conversions and edits
-``write``; deletes of models and versions ``admin``; ``/healthz``, ``/readyz``, ``/metrics`` and the
+``write``; deletes of models, versions and architectures ``admin``; ``/healthz``, ``/readyz``, ``/metrics`` and the
 docs none (``requires(None)``).
 
 The declaration is what enforces it. ``authorize``, the app's first dependency, runs the matched route's

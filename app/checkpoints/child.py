@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from app.architectures.registry import ArchitectureRegistry, load_registry
+from app.architectures.spec import Registration
 from app.checkpoints.ingest import ingest_checkpoint
 from app.checkpoints.limits import ReadLimits
 from app.errors import WeightvaultError
@@ -50,6 +51,8 @@ class IngestRequest:
     # "module:function" called with each stage name and the upload's path; set only by tests
     # (``IngestPool.fault_hook``).
     fault_hook: str | None = None
+    # A registered architecture's record: the child has no database, so it builds it from this.
+    registration: Registration | None = None
 
 
 def serve(conn: Connection, architecture_modules: list[str], max_open_files: int) -> None:
@@ -72,7 +75,7 @@ def handle(request: IngestRequest, registry: ArchitectureRegistry) -> tuple[Any,
         with _limited(memory_bytes=request.memory_bytes, cpu_seconds=request.cpu_seconds):
             result = ingest_checkpoint(
                 upload=request.upload,
-                architecture=registry.get(request.architecture),
+                architecture=registry.get(request.architecture, registration=request.registration),
                 config=request.config,
                 workdir=request.workdir,
                 limits=request.limits,

@@ -150,6 +150,7 @@ class IngestPool:
             upload=upload,
             workdir=workdir,
             architecture=architecture.name,
+            registration=architecture.registration,
             config=dict(config),
             limits=limits,
             memory_bytes=self.limits.memory_limit(size),

@@ -1,5 +1,6 @@
 """Import every table so ``Base.metadata`` is complete (Alembic and tests use this)."""
 
+from app.architectures.models import RegisteredArchitecture
 from app.artifacts.models import Artifact
 from app.auth.models import ApiToken
 from app.db.base import Base
@@ -8,4 +9,14 @@ from app.models.models import Alias, RegisteredModel
 from app.uploads.models import UploadSession
 from app.versions.models import Version
 
-__all__ = ["Alias", "ApiToken", "Artifact", "Base", "Job", "RegisteredModel", "UploadSession", "Version"]
+__all__ = [
+    "Alias",
+    "ApiToken",
+    "Artifact",
+    "Base",
+    "Job",
+    "RegisteredArchitecture",
+    "RegisteredModel",
+    "UploadSession",
+    "Version",
+]

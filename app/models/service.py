@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from app.api.metadata import check_metadata
 from app.api.names import check_alias, check_name, is_valid_name
 from app.architectures.registry import ArchitectureRegistry
+from app.architectures.service import hold_registration
 from app.db.engine import begin_write
 from app.errors import ArchitectureNotFound, ArchitectureNotFoundInput, ModelExists, ModelNotFound
 from app.models.models import Alias, RegisteredModel
@@ -34,6 +35,7 @@ def create_model(
         raise ArchitectureNotFoundInput(exc.message, exc.details) from None
     config = architecture.effective_config(data.config)
     begin_write(session)
+    hold_registration(session=session, architecture=architecture)
     model = RegisteredModel(
         name=name,
         architecture=architecture.name,

@@ -52,6 +52,13 @@ def explain(
             f"The alias(es) {aliases} point at this version. Move them first with "
             "`weightvault alias set MODEL ALIAS VERSION`, or delete anyway with --force."
         )
+    if error.code == "architecture_in_use":
+        using = ", ".join(str(model) for model in details.get("models", []))
+        return f"Models use this architecture ({using}); delete them first with `weightvault rm MODEL`."
+    if error.code == "architecture_exists":
+        return (
+            f"{error.message.split(';')[0]}. Pick another name; `weightvault arch ls` lists the taken ones."
+        )
     if error.code == "unauthorized":
         return (
             "The server needs a token: pass --token or set WEIGHTVAULT_TOKEN (an admin creates one on the "

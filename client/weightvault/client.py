@@ -132,6 +132,36 @@ class Client:
     def get_architecture(self, name: str) -> dict[str, Any]:
         return self.transport.json("GET", f"/v1/architectures/{name}")
 
+    def register_architecture(
+        self,
+        name: str,
+        *,
+        library: str = "transformers",
+        config: dict[str, Any] | None = None,
+        factory: str | None = None,
+        kwargs: dict[str, Any] | None = None,
+        description: str | None = None,
+        inputs: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """Register an architecture on the server (write scope): a transformers ``config`` (the dict in
+        config.json), or an allowed library's ``factory`` with ``kwargs``; ``inputs`` declares the example
+        inputs when the server cannot derive them. See docs/architectures.md."""
+        body: dict[str, Any] = {"name": check_name(name), "library": library}
+        for key, value in (
+            ("config", config),
+            ("factory", factory),
+            ("kwargs", kwargs),
+            ("description", description),
+            ("inputs", inputs),
+        ):
+            if value is not None:
+                body[key] = value
+        return self.transport.json("POST", "/v1/architectures", json=body)
+
+    def delete_architecture(self, name: str) -> None:
+        """Delete a registered architecture no model uses (admin scope)."""
+        self.transport.request("DELETE", f"/v1/architectures/{check_name(name)}")
+
     def list_jobs(self, *, model: str | None = None, status: str | None = None) -> list[Job]:
         params = {name: value for name, value in (("model", model), ("status", status)) if value}
         return [Job.from_json(item) for item in self.transport.pages("/v1/jobs", params=params)]

@@ -127,14 +127,130 @@ def jobs_show(
 
 
 def arch_ls(url: UrlOption = DEFAULT_URL, token: TokenOption = None, as_json: JsonOption = False) -> None:
-    """List the architectures models can use."""
+    """List the architectures models can use: built in, from plugins and registered."""
     with _session(url, token, as_json, "arch") as client:
         architectures = client.list_architectures()
     if as_json:
         _print_json(architectures)
     else:
         for arch in architectures:
-            typer.echo(f"{arch.get('name')}: {arch.get('description', '')}")
+            typer.echo(f"{arch.get('name')}  {_origin(arch)}  {_count(arch)}: {arch.get('description', '')}")
+
+
+def _origin(arch: dict[str, Any]) -> str:
+    source = str(arch.get("source", "builtin"))
+    return f"{source} ({arch['library']})" if arch.get("library") else source
+
+
+def _count(arch: dict[str, Any]) -> str:
+    parameters = arch.get("parameters")
+    return f"{parameters:,} parameters" if isinstance(parameters, int) else "? parameters"
+
+
+def arch_add(
+    name: Annotated[str, typer.Argument(help="The new architecture's name (lowercase, e.g. my-bert).")],
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="transformers: a config.json, or the save_pretrained folder holding it.",
+            show_default=False,
+        ),
+    ] = None,
+    library: Annotated[
+        str | None,
+        typer.Option(
+            help="The library (default: transformers; others as the server allows).", show_default=False
+        ),
+    ] = None,
+    factory: Annotated[
+        str | None,
+        typer.Option(
+            help="Other libraries: the model constructor, e.g. models.resnet18.", show_default=False
+        ),
+    ] = None,
+    kwargs: Annotated[
+        str | None, typer.Option(help="The constructor's arguments, a JSON object.", show_default=False)
+    ] = None,
+    inputs: Annotated[
+        str | None,
+        typer.Option(
+            help='Example inputs, a JSON list: \'[{"name": "x", "shape": ["batch", 10], "dtype": "float32"}]\'.',
+            show_default=False,
+        ),
+    ] = None,
+    description: Annotated[str | None, typer.Option(help="What it is.", show_default=False)] = None,
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Register an architecture: from a transformers config.json, or a factory of an allowed library."""
+    if config is None and factory is None:
+        raise typer.BadParameter(
+            "give --config ./config.json (transformers) or --library NAME --factory NAME",
+            param_hint="--config",
+        )
+    arguments = _json_object(kwargs, "--kwargs")
+    with _session(url, token, as_json, "arch") as client:
+        arch = client.register_architecture(
+            check_name(name),
+            library=library or "transformers",
+            config=_config_file(config) if config is not None else None,
+            factory=factory,
+            kwargs=arguments,
+            description=description,
+            inputs=_json_list(inputs, "--inputs"),
+        )
+    if as_json:
+        _print_json(arch)
+    else:
+        typer.echo(f"registered {arch.get('name')}: {_origin(arch)}, {_count(arch)}")
+        _print_inputs(arch)
+
+
+def _config_file(path: Path) -> dict[str, Any]:
+    file = path / "config.json" if path.is_dir() else path
+    try:
+        value = json.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {file}: {exc.strerror}", param_hint="--config") from None
+    except ValueError as exc:
+        raise typer.BadParameter(f"{file} is not JSON: {exc}", param_hint="--config") from None
+    if not isinstance(value, dict):
+        raise typer.BadParameter(f"{file} must hold a JSON object", param_hint="--config")
+    return value
+
+
+def _json_list(text: str | None, option: str) -> list[dict[str, Any]] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"not JSON: {exc}", param_hint=option) from None
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise typer.BadParameter("must be a JSON list of objects", param_hint=option)
+    return value
+
+
+def _print_inputs(arch: dict[str, Any]) -> None:
+    for spec in arch.get("inputs", []):
+        typer.echo(f"input {spec.get('name')}: shape {spec.get('shape')} {spec.get('dtype')}")
+
+
+def arch_rm(
+    name: Annotated[str, typer.Argument(help="A registered architecture that no model uses.")],
+    url: UrlOption = DEFAULT_URL,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Delete a registered architecture (admin scope); built-in and plugin ones cannot be deleted."""
+    with _session(url, token, as_json, "arch") as client:
+        client.delete_architecture(check_name(name))
+    if as_json:
+        _print_json({"deleted": name})
+    else:
+        typer.echo(f"deleted architecture {name}")
 
 
 def arch_show(
@@ -150,9 +266,15 @@ def arch_show(
         _print_json(arch)
     else:
         typer.echo(f"{arch.get('name')}: {arch.get('description', '')}")
-        typer.echo(f"default config: {json.dumps(arch.get('default_config', {}))}")
-        for spec in arch.get("inputs", []):
-            typer.echo(f"input {spec.get('name')}: shape {spec.get('shape')} {spec.get('dtype')}")
+        typer.echo(f"source: {_origin(arch)}, {_count(arch)}")
+        registration = arch.get("registration") or {}
+        if registration.get("factory"):
+            typer.echo(f"factory: {registration['factory']} {json.dumps(registration.get('kwargs') or {})}")
+        if registration.get("config"):
+            typer.echo(f"class: {(registration['config'].get('architectures') or ['?'])[0]}")
+        else:
+            typer.echo(f"default config: {json.dumps(arch.get('default_config', {}))}")
+        _print_inputs(arch)
 
 
 CacheOption = Annotated[
@@ -199,7 +321,11 @@ def register(cli: typer.Typer) -> None:
     groups: list[tuple[str, str, list[tuple[str, Any]]]] = [
         ("meta", "Descriptions and metadata.", [("set", meta_set)]),
         ("jobs", "ONNX conversion jobs.", [("ls", jobs_ls), ("show", jobs_show)]),
-        ("arch", "Architectures registered on the server.", [("ls", arch_ls), ("show", arch_show)]),
+        (
+            "arch",
+            "Architectures on the server: list, show, register and delete.",
+            [("ls", arch_ls), ("show", arch_show), ("add", arch_add), ("rm", arch_rm)],
+        ),
         ("cache", "The local download cache.", [("ls", cache_ls), ("prune", cache_prune)]),
     ]
     for name, help_text, commands in groups:

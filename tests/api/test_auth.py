@@ -119,7 +119,7 @@ def test_every_route_declares_its_scope_next_to_it(client: TestClient) -> None:
 
     # /v1/uploads (OPTIONS): tus discovery, which clients send before they authenticate
     public = {"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/v1/uploads"}
-    admin_deletes = {"/v1/models/{model}", "/v1/models/{model}/versions/{ref}"}
+    admin_deletes = {"/v1/models/{model}", "/v1/models/{model}/versions/{ref}", "/v1/architectures/{arch}"}
     undeclared, wrong, checked = [], [], 0
     for context in iter_route_contexts(client.app.routes):
         route, path = context.original_route, str(context.path)

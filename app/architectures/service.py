@@ -1,0 +1,233 @@
+"""Register and delete architectures over HTTP; read registrations from the database."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from torch import nn
+
+from app.api.names import check_name
+from app.architectures.libraries import ModelLibrary, check_allowed
+from app.architectures.models import RegisteredArchitecture
+from app.architectures.registry import ArchitectureRegistry
+from app.architectures.schemas import ArchitectureCreate, InputDeclared
+from app.architectures.spec import INPUT_DTYPES, Architecture, InputSpec, Registration, count_parameters
+from app.db.engine import begin_write, read_connection
+from app.errors import (
+    ArchitectureExists,
+    ArchitectureInUse,
+    ArchitectureNotFound,
+    ArchitectureNotFoundInput,
+    ArchitectureReadOnly,
+    InvalidArchitecture,
+)
+from app.models.models import RegisteredModel
+
+MAX_RECIPE_BYTES = 1024 * 1024
+_SHOWN_MODELS = 100
+
+
+class DatabaseRegistrations:
+    """The registry's source of registered architectures: one indexed read per lookup, no cache, so a
+    registration or delete in any process is seen by the next lookup in every process."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def find(self, name: str) -> Registration | None:
+        table = RegisteredArchitecture.__table__
+        with read_connection(self.engine) as conn:
+            row = conn.execute(select(table).where(table.c.name == name)).mappings().first()
+        return None if row is None else _record(row)
+
+    def all(self) -> list[Registration]:
+        table = RegisteredArchitecture.__table__
+        with read_connection(self.engine) as conn:
+            rows = conn.execute(select(table).order_by(table.c.name)).mappings().all()
+        return [_record(row) for row in rows]
+
+
+def _record(row: Any) -> Registration:
+    return Registration(
+        id=row["id"],
+        name=row["name"],
+        library=row["library"],
+        description=row["description"],
+        config=row["config"],
+        factory=row["factory"],
+        kwargs=row["kwargs"],
+        inputs=list(row["inputs"]),
+        parameters=int(row["parameters"]),
+    )
+
+
+@dataclass(frozen=True)
+class _Recipe:
+    library: str
+    config: dict[str, Any] | None
+    factory: str | None
+    kwargs: dict[str, Any] | None
+
+
+def register_architecture(
+    *,
+    session: Session,
+    registry: ArchitectureRegistry,
+    data: ArchitectureCreate,
+    allowed_libraries: Sequence[str],
+    max_parameters: int,
+) -> Architecture:
+    """Check the recipe, count its parameters on the meta device, fix its example inputs, store it."""
+    name = check_name(data.name, "architecture name")
+    if registry.is_code(name):
+        raise _exists(name)
+    library = check_allowed(data.library, allowed_libraries)
+    recipe = _Recipe(library=data.library, config=data.config, factory=data.factory, kwargs=data.kwargs)
+    if len(json.dumps({"config": data.config, "kwargs": data.kwargs})) > MAX_RECIPE_BYTES:
+        raise InvalidArchitecture(f"config and kwargs may hold at most {MAX_RECIPE_BYTES} bytes of JSON.")
+    library.check(recipe)
+    module = _build_on_meta(library, recipe)
+    parameters = count_parameters(module)
+    if parameters > max_parameters:
+        raise InvalidArchitecture(
+            f"This model would have {parameters:,} parameters, more than this server's limit of "
+            f"{max_parameters:,} (WEIGHTVAULT_MAX_ARCHITECTURE_PARAMETERS).",
+            {"parameters": parameters, "limit": max_parameters},
+        )
+    inputs = _inputs(library, recipe, module, data.inputs)
+    row = RegisteredArchitecture(
+        id=uuid.uuid4().hex,
+        name=name,
+        library=data.library,
+        description=data.description if data.description is not None else library.describe(recipe),
+        config=data.config,
+        factory=data.factory,
+        kwargs=data.kwargs,
+        inputs=[spec.to_data() for spec in inputs],
+        parameters=parameters,
+    )
+    begin_write(session)
+    session.add(row)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise _exists(name) from None
+    return registry.get(name, registration=row.record())
+
+
+def delete_architecture(*, session: Session, registry: ArchitectureRegistry, name: str) -> None:
+    """Remove a registration no model uses; built-in and plugin ones are code and stay."""
+    if registry.is_code(name):
+        source = registry.get(name).source
+        raise ArchitectureReadOnly(
+            f"'{name}' is a {source} architecture, defined by code on the server; only architectures "
+            "registered over HTTP can be deleted.",
+            {"architecture": name, "source": source},
+        )
+    begin_write(session)
+    row = session.scalar(
+        select(RegisteredArchitecture).where(RegisteredArchitecture.name == name).with_for_update()
+    )
+    if row is None:
+        session.rollback()
+        raise ArchitectureNotFound(
+            f"No registered architecture named '{name[:200]}'.", {"architecture": name[:200]}
+        )
+    models = list(
+        session.scalars(
+            select(RegisteredModel.name)
+            .where(RegisteredModel.architecture == name)
+            .order_by(RegisteredModel.name)
+            .limit(_SHOWN_MODELS)
+        )
+    )
+    if models:
+        session.rollback()
+        raise ArchitectureInUse(
+            f"{len(models)}{'+' if len(models) == _SHOWN_MODELS else ''} model(s) use '{name}' "
+            f"(e.g. '{models[0]}'); delete them first.",
+            {"architecture": name, "models": models},
+        )
+    session.delete(row)
+    session.commit()
+
+
+def hold_registration(*, session: Session, architecture: Architecture) -> None:
+    """Inside a write transaction: keep a registered architecture from being deleted until it ends
+    (a model is being created with it); ``ArchitectureNotFoundInput`` when it is already gone."""
+    if architecture.source != "registered":
+        return
+    held = session.scalar(
+        select(RegisteredArchitecture.id)
+        .where(RegisteredArchitecture.name == architecture.name)
+        .with_for_update(read=True)
+    )
+    if held is None:
+        session.rollback()
+        raise ArchitectureNotFoundInput(
+            f"The architecture '{architecture.name}' was just deleted.", {"architecture": architecture.name}
+        )
+
+
+def _exists(name: str) -> ArchitectureExists:
+    return ArchitectureExists(
+        f"An architecture named '{name}' already exists; pick another name (GET /v1/architectures lists them).",
+        {"architecture": name},
+    )
+
+
+def _build_on_meta(library: ModelLibrary, recipe: _Recipe) -> nn.Module:
+    try:
+        with torch.device("meta"):
+            return library.build(recipe, [])
+    except InvalidArchitecture:
+        raise
+    except Exception as exc:
+        raise InvalidArchitecture(
+            f"The model could not be built from this registration: {type(exc).__name__}: {str(exc)[:300]}",
+            {"error": str(exc)[:1000]},
+        ) from None
+
+
+def _inputs(
+    library: ModelLibrary, recipe: _Recipe, module: nn.Module, declared: list[InputDeclared] | None
+) -> list[InputSpec]:
+    if declared is None:
+        derived = library.derive_inputs(recipe, module)
+        if not derived:
+            raise InvalidArchitecture(
+                "The example inputs cannot be told from this model; declare them in `inputs` "
+                '(e.g. [{"name": "x", "shape": ["batch", 10], "dtype": "float32"}]).',
+                {"inputs": None},
+            )
+        return derived
+    if not declared:
+        raise InvalidArchitecture("`inputs` must declare at least one input.", {"inputs": []})
+    specs = []
+    for spec in declared:
+        if spec.dtype not in INPUT_DTYPES:
+            raise InvalidArchitecture(
+                f"Input '{spec.name}' has dtype '{spec.dtype}'; use one of {', '.join(sorted(INPUT_DTYPES))}.",
+                {"input": spec.name, "dtypes": sorted(INPUT_DTYPES)},
+            )
+        bad = [d for d in spec.shape if (isinstance(d, int) and not 1 <= d <= 65_536) or d == ""]
+        if bad:
+            raise InvalidArchitecture(
+                f"Input '{spec.name}' has a dimension {bad[0]!r}; sizes are 1-65536 or a symbolic name.",
+                {"input": spec.name},
+            )
+        specs.append(InputSpec(spec.name, tuple(spec.shape), spec.dtype))
+    if len({spec.name for spec in specs}) != len(specs):
+        raise InvalidArchitecture(
+            "Every declared input needs its own name.", {"inputs": [s.name for s in specs]}
+        )
+    return library.fit_inputs(recipe, module, specs)
