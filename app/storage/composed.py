@@ -222,6 +222,28 @@ def iter_chunks(
             yield from _read_range(handle.fileno(), segment.offset, segment.length, chunk)
 
 
+def send_range(out_fd: int, recipe: Recipe, blobs: BlobPaths, start: int = 0, end: int | None = None) -> int:
+    """Write the bytes ``[start, end)`` to the blocking descriptor ``out_fd``: literal pieces with
+    ``os.write``, blob ranges with ``os.sendfile`` (the kernel copies them; Python never sees them).
+    Returns the number of bytes written."""
+    total = 0
+    for segment in segments(recipe, blobs, start, end):
+        if isinstance(segment, bytes):
+            view = memoryview(segment)
+            while view:
+                sent = os.write(out_fd, view)
+                view, total = view[sent:], total + sent
+            continue
+        with segment.path.open("rb") as handle:
+            offset, remaining = segment.offset, segment.length
+            while remaining:
+                sent = os.sendfile(out_fd, handle.fileno(), offset, remaining)
+                if sent == 0:
+                    raise RecipeError("a tensor blob is shorter than the recipe says")
+                offset, remaining, total = offset + sent, remaining - sent, total + sent
+    return total
+
+
 def _read_range(fd: int, offset: int, length: int, chunk: int) -> Iterator[bytes]:
     remaining = length
     while remaining:

@@ -26,6 +26,7 @@ from app.storage.composed import (
     merge_pieces,
     open_composed,
     segments,
+    send_range,
 )
 from app.storage.tensorblobs import TensorBlob, TensorBlobs, describe_file
 
@@ -75,6 +76,20 @@ def test_any_byte_range_equals_the_slice_of_the_whole(
             handle.seek(start)
             assert handle.read(end - start) == whole[start:end]
     assert _sendfile_like(recipe, blobs, 10, recipe.size + 100) == whole[10:]
+
+
+def test_send_range_moves_blob_bytes_with_sendfile(
+    small: tuple[Recipe, bytes], blobs: TensorBlobs, tmp_path: Path
+) -> None:
+    recipe, whole = small
+    for start, end in [(0, recipe.size), (5, 900), (recipe.size - 3, recipe.size), (40, 40)]:
+        target = tmp_path / "out.bin"
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        try:
+            assert send_range(fd, recipe, blobs, start, end) == end - start
+        finally:
+            os.close(fd)
+        assert target.read_bytes() == whole[start:end]
 
 
 def test_blob_ranges_come_out_as_file_segments_not_bytes(
