@@ -20,11 +20,20 @@ from safetensors.torch import load as safetensors_load
 from torch import nn
 
 from app.checkpoints.compose import compose_safetensors, compose_torch
+from app.checkpoints.compose_load import load_composed_torch
 from app.checkpoints.limits import ReadLimits
 from app.checkpoints.reader import read_checkpoint
 from app.checkpoints.validate import Blueprint
 from app.checkpoints.writer import write_full, write_safetensors, write_torch
-from app.storage.composed import Recipe, iter_chunks, open_composed, write_composed
+from app.storage.composed import (
+    BlobRange,
+    Literal,
+    Recipe,
+    RecipeError,
+    iter_chunks,
+    open_composed,
+    write_composed,
+)
 from app.storage.tensorblobs import TensorBlobs
 
 
@@ -382,3 +391,45 @@ def test_a_composed_download_can_be_uploaded_again(name: str, blobs: TensorBlobs
     removed = {name for group in layout.tied_groups for name in group[1:]}
     kept = {key: value for key, value in layout.weights.items() if key not in removed}
     _assert_same(_sorted(read_checkpoint(safetensors_file, limits=ReadLimits()).content), _sorted(kept))
+
+
+@pytest.mark.parametrize("name", list(LAYOUTS))
+def test_a_composed_pt_loads_with_storages_mapped_from_the_blobs(name: str, blobs: TensorBlobs) -> None:
+    """The proof's loader: torch's weights-only unpickler, each storage a map of its blob, no file."""
+    layout = LAYOUTS[name]()
+    for obj in (layout.weights, layout.full()):
+        loaded = load_composed_torch(compose_torch(obj, blobs=blobs), blobs)
+        _assert_same(loaded, obj)
+        weights = loaded if obj is layout.weights else loaded["model_state_dict"]
+        _assert_ties_kept(weights, layout)
+
+
+def _mapped_files(pointer: int) -> set[str]:
+    """The files whose mapping in this process holds the address ``pointer``."""
+    found = set()
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        low, high = (int(bound, 16) for bound in fields[0].split("-"))
+        if low <= pointer < high and len(fields) == 6:
+            found.add(fields[5])
+    return found
+
+
+def test_mapped_storages_are_the_blob_files_not_copies(blobs: TensorBlobs) -> None:
+    layout = views()
+    recipe = compose_torch(layout.weights, blobs=blobs)
+    loaded = load_composed_torch(recipe, blobs)
+    (blob,) = list(blobs)
+    for tensor in loaded.values():
+        assert _mapped_files(tensor.data_ptr()) == {str(blob)}
+    assert len({tensor.untyped_storage().data_ptr() for tensor in loaded.values()}) == 1
+
+
+def test_a_storage_that_is_not_one_blob_range_is_refused(blobs: TensorBlobs) -> None:
+    recipe = compose_torch({"w": torch.arange(32, dtype=torch.float32)}, blobs=blobs)
+    inlined = tuple(
+        Literal(blobs.path_for(p.sha256).read_bytes()) if isinstance(p, BlobRange) else p
+        for p in recipe.pieces
+    )
+    with pytest.raises(RecipeError, match="not one range of one tensor blob"):
+        load_composed_torch(Recipe.build(inlined, blobs), blobs)
