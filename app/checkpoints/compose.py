@@ -5,6 +5,9 @@ views share a storage, so they share a blob, and equal bytes anywhere are stored
 only what the format puts around those bytes: torch's pickle and zip records, or the safetensors header.
 Building a recipe reads each storage once (to hash it into a blob) and the composed bytes once (for
 the file's sha256); nothing is written but new blobs.
+
+A blob is a whole storage, as torch.save writes whole storages: give tensors storages of exactly their
+own bytes first (``writer.own_storages``), or a view on an upload's memory map makes the map one blob.
 """
 
 from __future__ import annotations

@@ -17,14 +17,16 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load as safetensors_load
+from safetensors.torch import save_file
 from torch import nn
 
 from app.checkpoints.compose import compose_safetensors, compose_torch
 from app.checkpoints.compose_load import load_composed_torch
+from app.checkpoints.layout import normalise
 from app.checkpoints.limits import ReadLimits
 from app.checkpoints.reader import read_checkpoint
-from app.checkpoints.validate import Blueprint
-from app.checkpoints.writer import write_full, write_safetensors, write_torch
+from app.checkpoints.validate import Blueprint, complete_tied
+from app.checkpoints.writer import canonical_weights, own_storages, write_full, write_safetensors, write_torch
 from app.storage.composed import (
     BlobRange,
     Literal,
@@ -433,3 +435,56 @@ def test_a_storage_that_is_not_one_blob_range_is_refused(blobs: TensorBlobs) -> 
     )
     with pytest.raises(RecipeError, match="not one range of one tensor blob"):
         load_composed_torch(Recipe.build(inlined, blobs), blobs)
+
+
+@pytest.mark.parametrize(
+    ("name", "upload_format"),
+    [(name, "pt") for name in ("plain", "tied", "bf16", "adam", "sgd_momentum")]
+    + [(name, "safetensors") for name in ("plain", "tied", "bf16")],
+)
+def test_the_ingest_path_stores_each_tensor_once_and_serves_todays_files(
+    name: str, upload_format: str, blobs: TensorBlobs, tmp_path: Path
+) -> None:
+    """Read an upload as ingest does (tensors are views on its memory map), give each tensor its own
+    storage as ingest does, compose the three downloads: the blobs hold each distinct tensor once, and
+    each download is what ingest writes today."""
+    layout = LAYOUTS[name]()
+    upload = tmp_path / "upload"
+    if upload_format == "pt":
+        torch.save(layout.full() if layout.training else layout.weights, upload)
+    else:
+        save_file({k: v.contiguous() for k, v in layout.weights.items() if k != "head.weight"}, str(upload))
+    plan = Blueprint(expected=dict(layout.weights), tied_groups=layout.tied_groups)
+    normal = normalise(read_checkpoint(upload, limits=ReadLimits()).content, plan.keys)
+    canonical = own_storages(canonical_weights(complete_tied(normal.state_dict, plan), plan))
+    training = own_storages(normal.training_state)
+
+    full = compose_torch({"model_state_dict": canonical, **training}, blobs=blobs)
+    weights_pt = compose_torch(canonical, blobs=blobs)
+    weights_st = compose_safetensors(canonical, blobs=blobs, tied_groups=plan.tied_groups)
+
+    write_full(tmp_path / "full.pt", canonical, training)
+    write_torch(tmp_path / "weights.pt", canonical)
+    write_safetensors(tmp_path / "weights.safetensors", canonical, plan)
+    assert _composed_bytes(full, blobs) == (tmp_path / "full.pt").read_bytes()
+    assert _composed_bytes(weights_pt, blobs) == (tmp_path / "weights.pt").read_bytes()
+    assert _safetensors_parts(_composed_bytes(weights_st, blobs)) == _safetensors_parts(
+        (tmp_path / "weights.safetensors").read_bytes()
+    )
+
+    everything = [t for t in _tensors(layout.full()) if t.numel()]
+    distinct = {hashlib.sha256(_raw(t).numpy().tobytes()).hexdigest(): t.nbytes for t in everything}
+    at_rest = sum(path.stat().st_size for path in blobs)
+    assert at_rest == sum(distinct.values())  # each distinct tensor once, nothing else
+    # three downloads hold the weights; the store holds them once
+    assert weights_pt.blob_shas() == weights_st.blob_shas() <= full.blob_shas()
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, Mapping):
+        return [t for item in value.values() for t in _tensors(item)]
+    if isinstance(value, list | tuple):
+        return [t for item in value for t in _tensors(item)]
+    return []
