@@ -55,6 +55,30 @@ class TensorSink(BlobPaths, Protocol):
     def add(self, data: memoryview) -> TensorBlob: ...
 
 
+class StorageBlobs:
+    """Each storage stored (and hashed) once, however many formats and tensors use it.
+
+    Share one across the compose calls of an ingest so ``full.pt``, ``weights.pt`` and the safetensors
+    file describe each weight once. A storage is known by its address and size: it keeps the storages
+    it saw alive, so an address is never reused for other bytes while it remembers them, and their
+    bytes must not change while it is in use.
+    """
+
+    def __init__(self, sink: TensorSink) -> None:
+        self.sink = sink
+        self._seen: dict[tuple[int, int], tuple[torch.UntypedStorage, TensorBlob]] = {}
+
+    def blob_for(self, storage: torch.UntypedStorage) -> TensorBlob:
+        key = (storage.data_ptr(), storage.nbytes())
+        if key not in self._seen:
+            self._seen[key] = (storage, self.sink.add(storage_view(storage)))
+        return self._seen[key][1]
+
+
+def _storage_blobs(blobs: TensorSink | StorageBlobs) -> StorageBlobs:
+    return blobs if isinstance(blobs, StorageBlobs) else StorageBlobs(blobs)
+
+
 class _Records:
     """Stands in for torch's zip writer: keeps what ``torch.serialization._save`` hands it, in order,
     storages as the storage objects themselves (nothing is copied)."""
@@ -84,21 +108,25 @@ def torch_records(obj: Any) -> list[tuple[str, bytes | torch.UntypedStorage]]:
     return records.records
 
 
-def compose_torch(obj: Any, *, blobs: TensorSink, archive: str = "archive") -> Recipe:
+def compose_torch(obj: Any, *, blobs: TensorSink | StorageBlobs, archive: str = "archive") -> Recipe:
     """The recipe of ``torch.save(obj, buffer)``: byte for byte the same file, storages kept as blobs.
 
     ``archive`` is the folder torch names after the file (``"archive"`` when saving to a buffer).
     """
     alignment = int(getattr(torch.serialization, "_get_storage_alignment")())  # noqa: B009
+    storages = _storage_blobs(blobs)
     records = [
-        ZipRecord(name, data if isinstance(data, bytes) else blobs.add(storage_view(data)))
+        ZipRecord(name, data if isinstance(data, bytes) else storages.blob_for(data))
         for name, data in torch_records(obj)
     ]
-    return Recipe.build(torch_zip_pieces(archive, records, alignment=alignment), blobs)
+    return Recipe.build(torch_zip_pieces(archive, records, alignment=alignment), storages.sink)
 
 
 def compose_safetensors(
-    weights: Mapping[str, torch.Tensor], *, blobs: TensorSink, tied_groups: Sequence[Sequence[str]] = ()
+    weights: Mapping[str, torch.Tensor],
+    *,
+    blobs: TensorSink | StorageBlobs,
+    tied_groups: Sequence[Sequence[str]] = (),
 ) -> Recipe:
     """The recipe of the safetensors file ``writer.write_safetensors`` writes for ``weights``.
 
@@ -109,13 +137,13 @@ def compose_safetensors(
     removed = {name: group[0] for group in tied_groups for name in group[1:]}
     metadata = {"format": "pt", **removed}
     entries: list[tuple[str, torch.Tensor, Piece]] = []
-    memo: dict[tuple[int, int], TensorBlob] = {}
+    storages = _storage_blobs(blobs)
     for name, tensor in weights.items():
         if name in removed:
             continue
         if tensor.dtype not in _SAFETENSORS_DTYPES:
             raise ValueError(f"safetensors cannot hold {name!r} of dtype {tensor.dtype}")
-        entries.append((name, tensor, _tensor_range(tensor.detach(), blobs, memo)))
+        entries.append((name, tensor, _tensor_range(tensor.detach(), storages)))
     entries.sort(key=lambda entry: (-_SAFETENSORS_DTYPES[entry[1].dtype][1], entry[0].encode()))
 
     header: dict[str, Any] = {"__metadata__": metadata}
@@ -131,20 +159,18 @@ def compose_safetensors(
     encoded += b" " * (-len(encoded) % _HEADER_ALIGNMENT)
     pieces: list[Piece] = [Literal(struct.pack("<Q", len(encoded)) + encoded)]
     pieces += [piece for _name, _tensor, piece in entries]
-    return Recipe.build(pieces, blobs)
+    return Recipe.build(pieces, storages.sink)
 
 
-def _tensor_range(tensor: torch.Tensor, blobs: TensorSink, memo: dict[tuple[int, int], TensorBlob]) -> Piece:
+def _tensor_range(tensor: torch.Tensor, storages: StorageBlobs) -> Piece:
     """The tensor's bytes as a range of its storage's blob, or of a blob of its own when its
-    elements are not one contiguous run of the storage. ``memo`` hashes a shared storage once."""
+    elements are not one contiguous run of the storage."""
     nbytes = tensor.numel() * tensor.element_size()
     if nbytes == 0:
         return Literal(b"")
     if tensor.is_contiguous():
-        storage = tensor.untyped_storage()
-        key = (storage.data_ptr(), storage.nbytes())
-        blob = memo.get(key) or memo.setdefault(key, blobs.add(storage_view(storage)))
+        blob = storages.blob_for(tensor.untyped_storage())
         start = int(tensor.storage_offset()) * tensor.element_size()
         return BlobRange(sha256=blob.sha256, offset=start, length=nbytes)
-    blob = blobs.add(storage_view(tensor.contiguous().untyped_storage()))
+    blob = storages.sink.add(storage_view(tensor.contiguous().untyped_storage()))
     return BlobRange(sha256=blob.sha256, offset=0, length=nbytes)

@@ -20,7 +20,7 @@ from safetensors.torch import load as safetensors_load
 from safetensors.torch import save_file
 from torch import nn
 
-from app.checkpoints.compose import compose_safetensors, compose_torch
+from app.checkpoints.compose import StorageBlobs, compose_safetensors, compose_torch
 from app.checkpoints.compose_load import load_composed_torch
 from app.checkpoints.layout import normalise
 from app.checkpoints.limits import ReadLimits
@@ -36,7 +36,7 @@ from app.storage.composed import (
     open_composed,
     write_composed,
 )
-from app.storage.tensorblobs import TensorBlobs
+from app.storage.tensorblobs import TensorBlob, TensorBlobs
 
 
 @dataclass
@@ -459,9 +459,11 @@ def test_the_ingest_path_stores_each_tensor_once_and_serves_todays_files(
     canonical = own_storages(canonical_weights(complete_tied(normal.state_dict, plan), plan))
     training = own_storages(normal.training_state)
 
-    full = compose_torch({"model_state_dict": canonical, **training}, blobs=blobs)
-    weights_pt = compose_torch(canonical, blobs=blobs)
-    weights_st = compose_safetensors(canonical, blobs=blobs, tied_groups=plan.tied_groups)
+    counting = _CountingSink(blobs)
+    storages = StorageBlobs(counting)  # one per ingest: each storage is hashed once for all three files
+    full = compose_torch({"model_state_dict": canonical, **training}, blobs=storages)
+    weights_pt = compose_torch(canonical, blobs=storages)
+    weights_st = compose_safetensors(canonical, blobs=storages, tied_groups=plan.tied_groups)
 
     write_full(tmp_path / "full.pt", canonical, training)
     write_torch(tmp_path / "weights.pt", canonical)
@@ -476,8 +478,23 @@ def test_the_ingest_path_stores_each_tensor_once_and_serves_todays_files(
     distinct = {hashlib.sha256(_raw(t).numpy().tobytes()).hexdigest(): t.nbytes for t in everything}
     at_rest = sum(path.stat().st_size for path in blobs)
     assert at_rest == sum(distinct.values())  # each distinct tensor once, nothing else
+    assert counting.added == len({id(t) for t in _tensors({"m": canonical, **training})})
     # three downloads hold the weights; the store holds them once
     assert weights_pt.blob_shas() == weights_st.blob_shas() <= full.blob_shas()
+
+
+class _CountingSink:
+    """A tensor store that counts how often bytes were handed to it (each time they are hashed)."""
+
+    def __init__(self, inner: TensorBlobs) -> None:
+        self.inner, self.added = inner, 0
+
+    def add(self, data: memoryview) -> TensorBlob:
+        self.added += 1
+        return self.inner.add(data)
+
+    def path_for(self, sha256: str) -> Path:
+        return self.inner.path_for(sha256)
 
 
 def _tensors(value: Any) -> list[torch.Tensor]:
