@@ -2,7 +2,7 @@
 
 torch.save writes an uncompressed zip through miniz with zip64 enabled: each local header carries zeros
 for CRC and sizes (general-purpose bit 3) and a data descriptor follows the data; an ``FB`` extra field
-pads the header so every member's data starts on a 64-byte boundary; members of more than 4 GiB, or
+pads the header so every member's data starts on a 64-byte boundary; members of 4 GiB or more, or
 starting past 4 GiB, get a zip64 extra field and a 24-byte descriptor; a zip64 end-of-directory record
 and locator always precede the classic one. Here the same bytes are produced as literal pieces around
 blob ranges, from each member's size and CRC32 alone, so no tensor byte is read or copied.
