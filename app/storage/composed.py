@@ -319,6 +319,30 @@ class ComposedReader(io.RawIOBase):
         super().close()
 
 
+def verify(recipe: Recipe, blobs: BlobPaths, *, rehash: bool = True) -> list[str]:
+    """What is wrong with a stored recipe (empty when nothing is): blobs missing or shorter than a range
+    needs and, with ``rehash``, composed bytes whose sha256 is not the recipe's (what fsck reports)."""
+    problems: list[str] = []
+    for sha256 in sorted(recipe.blob_shas()):
+        needed = max(
+            p.offset + p.length for p in recipe.pieces if isinstance(p, BlobRange) and p.sha256 == sha256
+        )
+        try:
+            size = blobs.path_for(sha256).stat().st_size
+        except FileNotFoundError:
+            problems.append(f"tensor blob {sha256} is missing")
+            continue
+        if size < needed:
+            problems.append(f"tensor blob {sha256} holds {size} bytes; the recipe reads up to {needed}")
+    if rehash and not problems:
+        digest = hashlib.sha256()
+        for chunk in iter_chunks(recipe, blobs):
+            digest.update(chunk)
+        if digest.hexdigest() != recipe.sha256:
+            problems.append(f"the composed bytes hash to {digest.hexdigest()}, not {recipe.sha256}")
+    return problems
+
+
 def open_composed(recipe: Recipe, blobs: BlobPaths, buffer_size: int = READ_CHUNK) -> io.BufferedReader:
     """A buffered reader over the composed file (what ``torch.load`` and ``safe_open`` want)."""
     return io.BufferedReader(ComposedReader(recipe, blobs), buffer_size=buffer_size)

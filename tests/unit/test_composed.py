@@ -27,6 +27,7 @@ from app.storage.composed import (
     open_composed,
     segments,
     send_range,
+    verify,
 )
 from app.storage.tensorblobs import TensorBlob, TensorBlobs, describe_file
 
@@ -227,3 +228,29 @@ def test_members_past_4_gib_get_zip64_records(blobs: TensorBlobs) -> None:
         assert archive.read("archive/version") == b"3\n"
         assert archive.read("archive/.data/serialization_id").isdigit()
         assert archive.read("archive/data.pkl") == b"\x80\x02}q\x00."
+
+
+def test_verify_names_missing_short_and_altered_blobs(
+    small: tuple[Recipe, bytes], blobs: TensorBlobs
+) -> None:
+    recipe, _whole = small
+    assert verify(recipe, blobs) == []
+    ranges = [piece for piece in recipe.pieces if isinstance(piece, BlobRange)]
+    altered, short, missing = (blobs.path_for(piece.sha256) for piece in ranges)
+    data = bytearray(altered.read_bytes())
+    data[0] ^= 1
+    altered.write_bytes(bytes(data))
+    assert verify(recipe, blobs) == [
+        f"the composed bytes hash to {_sha_of(recipe, blobs)}, not {recipe.sha256}"
+    ]
+    assert verify(recipe, blobs, rehash=False) == []
+    short.write_bytes(short.read_bytes()[:-1])
+    missing.unlink()
+    problems = verify(recipe, blobs)
+    assert len(problems) == 2
+    assert any(missing.name in p and "missing" in p for p in problems)
+    assert any(short.name in p and "holds" in p for p in problems)
+
+
+def _sha_of(recipe: Recipe, blobs: TensorBlobs) -> str:
+    return hashlib.sha256(b"".join(iter_chunks(recipe, blobs))).hexdigest()
