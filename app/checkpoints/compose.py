@@ -22,7 +22,7 @@ import torch
 
 from app.checkpoints.compose_zip import ZipRecord, torch_zip_pieces
 from app.storage.composed import BlobPaths, BlobRange, Literal, Piece, Recipe
-from app.storage.tensorblobs import TensorBlob, storage_view
+from app.storage.tensorblobs import TensorBlob, describe, storage_view
 
 # safetensors orders tensors by its dtype enum, largest first, then by name; these are its names
 # and that enum's order (safetensors 0.4-0.8).
@@ -47,6 +47,7 @@ _SAFETENSORS_DTYPES: dict[torch.dtype, tuple[str, int]] = {
     torch.uint64: ("U64", 19),
 }
 _HEADER_ALIGNMENT = 8
+_EMPTY = describe(memoryview(b""))
 
 
 class TensorSink(BlobPaths, Protocol):
@@ -69,6 +70,8 @@ class StorageBlobs:
         self._seen: dict[tuple[int, int], tuple[torch.UntypedStorage, TensorBlob]] = {}
 
     def blob_for(self, storage: torch.UntypedStorage) -> TensorBlob:
+        if storage.nbytes() == 0:
+            return _EMPTY  # an empty member has no range to read: no blob to store
         key = (storage.data_ptr(), storage.nbytes())
         if key not in self._seen:
             self._seen[key] = (storage, self.sink.add(storage_view(storage)))

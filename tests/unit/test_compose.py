@@ -361,6 +361,7 @@ def test_tensor_bytes_that_look_like_a_zip_descriptor_still_match_torch(blobs: T
 def test_empty_and_scalar_tensors(blobs: TensorBlobs) -> None:
     weights = {"empty": torch.zeros(0, 3), "scalar": torch.tensor(2.5), "flag": torch.tensor([True, False])}
     assert _composed_bytes(compose_torch(weights, blobs=blobs), blobs) == _torch_save(weights)
+    assert sorted(path.stat().st_size for path in blobs) == [2, 4]  # nothing stored for the empty one
     recipe = compose_safetensors(weights, blobs=blobs)
     _assert_same(_sorted(safetensors_load(_composed_bytes(recipe, blobs))), _sorted(weights))
 
