@@ -1,99 +1,97 @@
-"""Load a composed torch.save archive the way ``torch.load(weights_only=True, mmap=True)`` would, with
-each storage a memory map of its tensor blob: the proof of a composed file reads no tensor byte it does
-not use and never writes the file out.
+"""Load composed downloads the way a user's library reads them, each tensor a memory map of its blob:
+the proof of a composed file reads no tensor byte it does not use and never writes the file out.
 
-The archive is read through the recipe: the member table from its central directory (checked by
-``zipfile``), the pickle's CRC checked, and every ``data/<key>`` member required to be exactly one range
-of one tensor blob at the place the zip says, before torch's weights-only unpickler runs.
+``.pt``: the member table from the central directory (checked by ``zipfile``), the pickle's CRC checked,
+every ``data/<key>`` member exactly one range of one tensor blob where its local header says, then torch's
+weights-only unpickler (what ``torch.load(weights_only=True)`` runs). ``.safetensors``: the header checked
+by the safetensors library itself, then each tensor one range of one blob.
 """
 
 from __future__ import annotations
 
-import bisect
 import io
+import json
 import struct
+import uuid
 import zipfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, cast
 
 import torch
 import torch._weights_only_unpickler as weights_only
+from safetensors import SafetensorError, safe_open
 
-from app.storage.composed import BlobPaths, BlobRange, ComposedReader, Literal, Recipe, RecipeError
+from app.storage.composed import BlobPaths, BlobRange, ComposedReader, Recipe, RecipeError, locate
 
 _LOCAL_HEADER = struct.Struct("<4s22xHH")
+_SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+    "F8_E4M3FNUZ": torch.float8_e4m3fnuz, "F8_E5M2FNUZ": torch.float8_e5m2fnuz, "C64": torch.complex64,
+    "U16": torch.uint16, "U32": torch.uint32, "U64": torch.uint64,
+}  # fmt: skip
 
 
-class _Members:
-    """Where each member's data lies in the composed file, and which piece holds it."""
+class _BlobMaps:
+    """Each blob mapped once, copy-on-write: tensors are views on the page cache, never copies."""
 
-    def __init__(self, recipe: Recipe, reader: ComposedReader) -> None:
-        self._recipe = recipe
-        self._starts: list[int] = []
-        position = 0
-        for piece in recipe.pieces:
-            self._starts.append(position)
-            position += piece.length
-        with zipfile.ZipFile(reader) as archive:
-            self.infos = {info.filename: info for info in archive.infolist()}
-            roots = {name.split("/", 1)[0] for name in self.infos}
-            if len(roots) != 1:
-                raise RecipeError("the composed archive does not have torch.save's single folder")
-            self.root = roots.pop()
-            self.pickle = archive.read(f"{self.root}/data.pkl")  # CRC checked by zipfile
-            byteorder = f"{self.root}/byteorder"
-            self.byteorder = archive.read(byteorder) if byteorder in self.infos else b"little"
-        self._reader = reader
+    def __init__(self, blobs: BlobPaths) -> None:
+        self._blobs = blobs
+        self._mapped: dict[str, torch.UntypedStorage] = {}
 
-    def data_start(self, name: str) -> int:
-        info = self.infos[name]
-        self._reader.seek(info.header_offset)
-        signature, name_length, extra_length = _LOCAL_HEADER.unpack(self._reader.read(_LOCAL_HEADER.size))
-        if signature != b"PK\x03\x04":
-            raise RecipeError(f"the composed member {name} has no local header where the directory says")
-        start: int = info.header_offset + _LOCAL_HEADER.size + name_length + extra_length
-        return start
+    def storage(self, found: BlobRange) -> torch.UntypedStorage:
+        if found.sha256 not in self._mapped:
+            path = self._blobs.path_for(found.sha256)
+            self._mapped[found.sha256] = cast(
+                torch.UntypedStorage,
+                torch.UntypedStorage.from_file(str(path), shared=False, nbytes=path.stat().st_size),
+            )
+        whole = self._mapped[found.sha256]
+        if found.offset + found.length > whole.nbytes():
+            raise RecipeError(f"tensor blob {found.sha256} is shorter than the recipe says")
+        return cast(torch.UntypedStorage, whole[found.offset : found.offset + found.length])
 
-    def blob_range(self, name: str) -> tuple[BlobRange | None, int]:
-        """The blob range that holds member ``name`` whole (None for an empty member), and its size."""
-        size = self.infos[name].file_size
-        if size == 0:
-            return None, 0
-        start = self.data_start(name)
-        index = bisect.bisect_right(self._starts, start) - 1
-        piece = self._recipe.pieces[index]
-        within = start - self._starts[index]
-        if isinstance(piece, Literal) or within + size > piece.length:
-            raise RecipeError(f"the composed member {name} is not one range of one tensor blob")
-        return BlobRange(piece.sha256, piece.offset + within, size), size
+
+def _empty_storage() -> torch.UntypedStorage:
+    return torch.empty((0,), dtype=torch.uint8).untyped_storage()
 
 
 def load_composed_torch(recipe: Recipe, blobs: BlobPaths) -> Any:
-    """The object a composed ``.pt`` recipe holds, storages mapped from the blobs (copy on write)."""
-    with ComposedReader(recipe, blobs) as reader:
-        members = _Members(recipe, reader)
-        if members.byteorder != b"little":
+    """The object a composed ``.pt`` recipe holds, storages mapped from the blobs."""
+    maps = _BlobMaps(blobs)
+    with ComposedReader(recipe, blobs) as reader, zipfile.ZipFile(reader) as archive:
+        infos = {info.filename: info for info in archive.infolist()}
+        roots = {name.split("/", 1)[0] for name in infos}
+        if len(roots) != 1:
+            raise RecipeError("the composed archive does not have torch.save's single folder")
+        root = roots.pop()
+        pickle_bytes = archive.read(f"{root}/data.pkl")  # CRC checked by zipfile
+        if f"{root}/byteorder" in infos and archive.read(f"{root}/byteorder") != b"little":
             raise RecipeError("the composed archive is not little-endian")
-        mapped: dict[str, torch.UntypedStorage] = {}
+
+        def data_start(info: zipfile.ZipInfo) -> int:
+            reader.seek(info.header_offset)
+            signature, name_length, extra_length = _LOCAL_HEADER.unpack(reader.read(_LOCAL_HEADER.size))
+            if signature != b"PK\x03\x04":
+                raise RecipeError(f"the composed member {info.filename} has no local header there")
+            start: int = info.header_offset + _LOCAL_HEADER.size + name_length + extra_length
+            return start
+
         loaded: dict[str, torch.storage.TypedStorage] = {}
 
         def storage_for(key: str, dtype: torch.dtype, numel: int) -> torch.storage.TypedStorage:
-            name = f"{members.root}/data/{key}"
-            if name not in members.infos:
+            info = infos.get(f"{root}/data/{key}")
+            if info is None:
                 raise RecipeError(f"the composed pickle names a storage ({key[:40]!r}) the archive lacks")
-            found, size = members.blob_range(name)
-            if size != numel * dtype.itemsize:
+            if info.file_size != numel * dtype.itemsize:
                 raise RecipeError(f"the composed storage data/{key} is not {numel} elements of {dtype}")
-            if found is None:
-                untyped = torch.empty((0,), dtype=torch.uint8).untyped_storage()
-            else:
-                if found.sha256 not in mapped:
-                    path = blobs.path_for(found.sha256)
-                    mapped[found.sha256] = cast(
-                        torch.UntypedStorage,
-                        torch.UntypedStorage.from_file(str(path), shared=False, nbytes=path.stat().st_size),
-                    )
-                untyped = mapped[found.sha256][found.offset : found.offset + size]
+            untyped = (
+                maps.storage(locate(recipe, data_start(info), info.file_size))
+                if info.file_size
+                else _empty_storage()
+            )
             return torch.storage.TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)  # type: ignore[no-untyped-call]
 
         def persistent_load(saved_id: Any) -> torch.storage.TypedStorage:
@@ -111,7 +109,7 @@ def load_composed_torch(recipe: Recipe, blobs: BlobPaths) -> Any:
                 loaded[key] = storage_for(key, dtype, numel)
             return loaded[key]
 
-        return _Unpickler(members.pickle, persistent_load).load()  # type: ignore[no-untyped-call]
+        return _Unpickler(pickle_bytes, persistent_load).load()  # type: ignore[no-untyped-call]
 
 
 class _Unpickler(weights_only.Unpickler):
@@ -123,3 +121,64 @@ class _Unpickler(weights_only.Unpickler):
 
     def persistent_load(self, saved_id: Any) -> torch.storage.TypedStorage:
         return self._load_storage(saved_id)
+
+
+def load_composed_safetensors(
+    recipe: Recipe, blobs: BlobPaths, *, scratch: Path
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and metadata of a composed safetensors recipe, tensors mapped from the blobs.
+
+    The safetensors library checks the header (dtypes, shapes, offsets covering the data exactly)
+    against a sparse file in ``scratch`` that holds only the header: the size is right, no tensor
+    byte is written.
+    """
+    with ComposedReader(recipe, blobs) as reader:
+        prefix = reader.read(8)
+        (header_length,) = struct.unpack("<Q", prefix)
+        if header_length > recipe.size - 8:
+            raise RecipeError("the composed safetensors header runs past the end of the file")
+        header_bytes = reader.read(header_length)
+    probe = scratch / f"header-{uuid.uuid4().hex}.safetensors"
+    try:
+        with probe.open("wb") as handle:
+            handle.write(prefix + header_bytes)
+            handle.truncate(recipe.size)
+        with safe_open(str(probe), framework="pt") as checked:
+            names = list(checked.keys())
+            metadata = dict(checked.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise RecipeError(f"the composed safetensors header is invalid: {str(exc)[:300]}") from None
+    finally:
+        probe.unlink(missing_ok=True)
+    header = _json_object(header_bytes)
+    maps = _BlobMaps(blobs)
+    data_start = 8 + header_length
+    tensors: dict[str, torch.Tensor] = {}
+    for name in names:
+        info = header[name]
+        dtype = _SAFETENSORS_DTYPES.get(info["dtype"])
+        if dtype is None:
+            raise RecipeError(f"the composed safetensors dtype {info['dtype']!r} is not one torch holds")
+        begin, end = info["data_offsets"]
+        shape = [int(dim) for dim in info["shape"]]
+        if end == begin:
+            tensors[name] = torch.empty(shape, dtype=dtype)
+            continue
+        storage = maps.storage(locate(recipe, data_start + begin, end - begin))
+        tensors[name] = torch.empty((0,), dtype=dtype).set_(storage, 0, shape, _contiguous_strides(shape))
+    return tensors, metadata
+
+
+def _contiguous_strides(shape: list[int]) -> list[int]:
+    strides, step = [], 1
+    for dim in reversed(shape):
+        strides.append(step)
+        step *= max(dim, 1)
+    return strides[::-1]
+
+
+def _json_object(data: bytes) -> dict[str, Any]:
+    parsed = json.loads(data)
+    if not isinstance(parsed, dict):
+        raise RecipeError("the composed safetensors header is not a JSON object")
+    return parsed

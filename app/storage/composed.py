@@ -184,6 +184,18 @@ def _starts(pieces: Sequence[Piece]) -> list[int]:
     return starts
 
 
+def locate(recipe: Recipe, start: int, length: int) -> BlobRange:
+    """The blob range holding the composed bytes ``[start, start + length)``, which must lie within one
+    blob range (a tensor's bytes always do in a recipe we built)."""
+    starts = _starts(recipe.pieces)
+    index = bisect.bisect_right(starts, start) - 1
+    if index >= 0 and length > 0:
+        piece, within = recipe.pieces[index], start - starts[index]
+        if isinstance(piece, BlobRange) and within + length <= piece.length:
+            return BlobRange(piece.sha256, piece.offset + within, length)
+    raise RecipeError(f"the composed bytes [{start}, {start + length}) are not one range of one tensor blob")
+
+
 def segments(recipe: Recipe, blobs: BlobPaths, start: int = 0, end: int | None = None) -> Iterator[Segment]:
     """The bytes ``[start, end)`` of the composed file as literal bytes and file ranges, in order.
 

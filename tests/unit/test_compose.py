@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from app.checkpoints.compose import StorageBlobs, compose_safetensors, compose_torch
-from app.checkpoints.compose_load import load_composed_torch
+from app.checkpoints.compose_load import load_composed_safetensors, load_composed_torch
 from app.checkpoints.layout import normalise
 from app.checkpoints.limits import ReadLimits
 from app.checkpoints.reader import read_checkpoint
@@ -405,6 +405,34 @@ def test_a_composed_pt_loads_with_storages_mapped_from_the_blobs(name: str, blob
         _assert_same(loaded, obj)
         weights = loaded if obj is layout.weights else loaded["model_state_dict"]
         _assert_ties_kept(weights, layout)
+
+
+@pytest.mark.parametrize("name", list(LAYOUTS))
+def test_a_composed_safetensors_loads_with_tensors_mapped_from_the_blobs(
+    name: str, blobs: TensorBlobs, tmp_path: Path
+) -> None:
+    layout = LAYOUTS[name]()
+    recipe = compose_safetensors(layout.weights, blobs=blobs, tied_groups=layout.tied_groups)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    tensors, metadata = load_composed_safetensors(recipe, blobs, scratch=scratch)
+    removed = {name: group[0] for group in layout.tied_groups for name in group[1:]}
+    assert metadata == {"format": "pt", **removed}
+    _assert_same(_sorted(tensors), _sorted({k: v for k, v in layout.weights.items() if k not in removed}))
+    assert list(scratch.iterdir()) == []  # the header probe is gone
+    blob_files = {str(path) for path in blobs}
+    for tensor in tensors.values():
+        if tensor.numel():
+            assert _mapped_files(tensor.data_ptr()) <= blob_files
+
+
+def test_a_safetensors_header_the_library_refuses_is_refused(blobs: TensorBlobs, tmp_path: Path) -> None:
+    recipe = compose_safetensors({"w": torch.arange(4, dtype=torch.float32)}, blobs=blobs)
+    header = recipe.pieces[0]
+    assert isinstance(header, Literal)
+    lying = Literal(header.data.replace(b'"shape":[4]', b'"shape":[5]'))
+    with pytest.raises(RecipeError, match="header is invalid"):
+        load_composed_safetensors(Recipe.build((lying, *recipe.pieces[1:]), blobs), blobs, scratch=tmp_path)
 
 
 def _mapped_files(pointer: int) -> set[str]:
