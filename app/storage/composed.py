@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import base64
 import bisect
+import functools
 import hashlib
 import io
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -115,6 +116,15 @@ class Recipe:
             digest.update(chunk)
         return cls(pieces=merged, size=size, sha256=digest.hexdigest())
 
+    @functools.cached_property
+    def starts(self) -> tuple[int, ...]:
+        """Where each piece starts in the composed file (computed once per recipe)."""
+        starts, position = [], 0
+        for piece in self.pieces:
+            starts.append(position)
+            position += piece.length
+        return tuple(starts)
+
     @property
     def literal_bytes(self) -> int:
         """What the recipe holds besides tensor bytes (its cost at rest, apart from the JSON)."""
@@ -176,18 +186,10 @@ def _piece_from_json(raw: Any) -> Piece:
     raise RecipeError(f"a recipe piece is malformed: {str(raw)[:80]}")
 
 
-def _starts(pieces: Sequence[Piece]) -> list[int]:
-    starts, position = [], 0
-    for piece in pieces:
-        starts.append(position)
-        position += piece.length
-    return starts
-
-
 def locate(recipe: Recipe, start: int, length: int) -> BlobRange:
     """The blob range holding the composed bytes ``[start, start + length)``, which must lie within one
     blob range (a tensor's bytes always do in a recipe we built)."""
-    starts = _starts(recipe.pieces)
+    starts = recipe.starts
     index = bisect.bisect_right(starts, start) - 1
     if index >= 0 and length > 0:
         piece, within = recipe.pieces[index], start - starts[index]
@@ -205,7 +207,7 @@ def segments(recipe: Recipe, blobs: BlobPaths, start: int = 0, end: int | None =
     stop = recipe.size if end is None else min(end, recipe.size)
     if start < 0 or start > stop:
         return
-    starts = _starts(recipe.pieces)
+    starts = recipe.starts
     index = max(bisect.bisect_right(starts, start) - 1, 0)
     position = start
     while position < stop and index < len(recipe.pieces):
@@ -277,7 +279,7 @@ class ComposedReader(io.RawIOBase):
         super().__init__()
         self._recipe = recipe
         self._blobs = blobs
-        self._starts = _starts(recipe.pieces)
+        self._starts = recipe.starts
         self._position = 0
         self._fds: dict[str, int] = {}
 
