@@ -1,0 +1,101 @@
+"""Tensor blobs: the raw bytes of one storage, stored once under their sha256, with their CRC32.
+
+A first, directory-only form of the store's tensor blobs: ``root/ab/<sha256>``. Wiring it into the
+crash-safe ``BlobStore`` (staging, fsync, claims, gc) is a later step; the composition layer only needs
+``path_for`` and the facts ``TensorBlob`` carries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import uuid
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+HASH_CHUNK = 4 * 1024 * 1024
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class TensorBlob:
+    """What a recipe needs to know about a stored storage without reading it again."""
+
+    sha256: str
+    size: int
+    crc32: int
+    # The first 8 bytes: torch's writer folds them into the archive's serialization id when they
+    # look like a zip data descriptor (see compose_zip.serialization_id).
+    head: bytes
+
+
+def storage_view(storage: torch.UntypedStorage) -> memoryview:
+    """The storage's bytes without a copy (any dtype: the view is of bytes)."""
+    if storage.nbytes() == 0:
+        return memoryview(b"")
+    as_bytes = torch.empty((0,), dtype=torch.uint8).set_(storage)
+    return as_bytes.numpy().data.cast("B")
+
+
+def describe(data: memoryview) -> TensorBlob:
+    """sha256, CRC32 and head of ``data``, read once in bounded chunks."""
+    digest, crc = hashlib.sha256(), 0
+    for offset in range(0, len(data), HASH_CHUNK):
+        chunk = data[offset : offset + HASH_CHUNK]
+        digest.update(chunk)
+        crc = zlib.crc32(chunk, crc)
+    return TensorBlob(sha256=digest.hexdigest(), size=len(data), crc32=crc, head=bytes(data[:8]))
+
+
+def describe_file(path: Path) -> TensorBlob:
+    """The same facts for a blob already on disk (fsck, or a blob kept from an upload)."""
+    digest, crc, head = hashlib.sha256(), 0, b""
+    with path.open("rb") as handle:
+        while chunk := handle.read(HASH_CHUNK):
+            if not head:
+                head = chunk[:8]
+            digest.update(chunk)
+            crc = zlib.crc32(chunk, crc)
+    return TensorBlob(sha256=digest.hexdigest(), size=path.stat().st_size, crc32=crc, head=head)
+
+
+class TensorBlobs:
+    """Tensor blobs under ``root``, one file per distinct content."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path_for(self, sha256: str) -> Path:
+        if not _SHA256.match(sha256):
+            raise ValueError(f"not a sha256 hex digest: {sha256[:80]!r}")
+        return self.root / sha256[:2] / sha256
+
+    def add(self, data: memoryview) -> TensorBlob:
+        """Store ``data`` unless identical bytes are already stored; either way, describe it."""
+        blob = describe(data)
+        target = self.path_for(blob.sha256)
+        if target.is_file():
+            return blob
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staged = target.parent / f".{blob.sha256}.{uuid.uuid4().hex}.tmp"
+        try:
+            with staged.open("wb") as handle:
+                for offset in range(0, len(data), HASH_CHUNK):
+                    handle.write(data[offset : offset + HASH_CHUNK])
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(staged, target)
+        finally:
+            staged.unlink(missing_ok=True)
+        return blob
+
+    def add_storage(self, storage: torch.UntypedStorage) -> TensorBlob:
+        return self.add(storage_view(storage))
+
+    def __iter__(self) -> Iterator[Path]:
+        return (path for path in sorted(self.root.glob("??/*")) if _SHA256.match(path.name))
