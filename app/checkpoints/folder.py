@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from app.checkpoints.limits import ReadLimits
 from app.errors import LimitExceeded, TooLarge, UnreadableCheckpoint, UnsafeCheckpoint
 
 CONFIG = "config.json"
@@ -28,15 +29,6 @@ _SHARD = re.compile(r"^(model|pytorch_model)-\d{5}-of-\d{5}\.(safetensors|bin)$"
 # A file name as save_pretrained and tokenizers write them: no folders, nothing hidden, printable.
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,254}$")
 _COPY_CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class FolderLimits:
-    max_extra_file_bytes: int = 16 * 1024 * 1024
-    max_extra_files: int = 64
-    max_weight_files: int = 1024
-    # Everything unpacked from one archive together; the server passes its upload limit.
-    max_total_bytes: int = 16 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -78,7 +70,7 @@ def _is_tar(path: Path) -> bool:
         return False
 
 
-def unpack_archive(archive: Path, dest: Path, *, limits: FolderLimits) -> list[FolderFile]:
+def unpack_archive(archive: Path, dest: Path, *, limits: ReadLimits) -> list[FolderFile]:
     """Extract a tar or zip of a folder into ``dest`` (an empty directory); refuse anything but plain files.
 
     On an error what was written stays in ``dest``: the caller owns and removes that directory.
@@ -91,7 +83,7 @@ def unpack_archive(archive: Path, dest: Path, *, limits: FolderLimits) -> list[F
         raise UnreadableCheckpoint("The body is neither a checkpoint nor a tar or zip of a model folder.")
     files: list[FolderFile] = []
     seen: set[str] = set()
-    budget = limits.max_total_bytes
+    budget = limits.max_unpacked_bytes
     with members as entries:
         entries_list = list(entries)
         names = _flat_names([entry.name for entry in entries_list])
@@ -218,7 +210,7 @@ def check_file_name(name: str) -> str:
     return name
 
 
-def _copy_bounded(source: IO[bytes], sink: IO[bytes], *, cap: int, name: str, limits: FolderLimits) -> int:
+def _copy_bounded(source: IO[bytes], sink: IO[bytes], *, cap: int, name: str, limits: ReadLimits) -> int:
     copied = 0
     while chunk := source.read(_COPY_CHUNK):
         copied += len(chunk)
@@ -228,11 +220,11 @@ def _copy_bounded(source: IO[bytes], sink: IO[bytes], *, cap: int, name: str, li
     return copied
 
 
-def _too_large(name: str, limits: FolderLimits) -> TooLarge:
+def _too_large(name: str, limits: ReadLimits) -> TooLarge:
     if _is_weights_name(name):
         return TooLarge(
             "The archive unpacks to more than the upload limit.",
-            {"limit": limits.max_total_bytes, "file": name},
+            {"limit": limits.max_unpacked_bytes, "file": name},
         )
     return TooLarge(
         f"The extra file '{name}' is larger than {limits.max_extra_file_bytes} bytes "
@@ -245,7 +237,7 @@ def _is_weights_name(name: str) -> bool:
     return name in (SAFETENSORS, TORCH_BIN) or bool(_SHARD.fullmatch(name))
 
 
-def sort_folder(files: Sequence[FolderFile], *, limits: FolderLimits) -> PretrainedFolder:
+def sort_folder(files: Sequence[FolderFile], *, limits: ReadLimits) -> PretrainedFolder:
     """Config, weights (one file, or every shard its index names, in index order) and bounded extras."""
     by_name = {file.name: file for file in files}
     if len(by_name) != len(files):
@@ -301,7 +293,7 @@ def sort_folder(files: Sequence[FolderFile], *, limits: FolderLimits) -> Pretrai
     )
 
 
-def _config(file: FolderFile | None, limits: FolderLimits) -> dict[str, Any] | None:
+def _config(file: FolderFile | None, limits: ReadLimits) -> dict[str, Any] | None:
     if file is None:
         return None
     if file.size > limits.max_extra_file_bytes:
@@ -316,7 +308,7 @@ def _config(file: FolderFile | None, limits: FolderLimits) -> dict[str, Any] | N
 
 
 def _weights(
-    by_name: dict[str, FolderFile], single: str, index_name: str, suffix: str, limits: FolderLimits
+    by_name: dict[str, FolderFile], single: str, index_name: str, suffix: str, limits: ReadLimits
 ) -> tuple[list[FolderFile], FolderFile | None] | None:
     index = by_name.get(index_name)
     if index is None:

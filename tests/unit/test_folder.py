@@ -14,14 +14,14 @@ import pytest
 
 from app.checkpoints.folder import (
     FolderFile,
-    FolderLimits,
     is_folder_archive,
     sort_folder,
     unpack_archive,
 )
+from app.checkpoints.limits import ReadLimits
 from app.errors import LimitExceeded, TooLarge, UnreadableCheckpoint, UnsafeCheckpoint
 
-LIMITS = FolderLimits(max_extra_file_bytes=1024, max_extra_files=4, max_total_bytes=1 << 20)
+LIMITS = ReadLimits(max_extra_file_bytes=1024, max_extra_files=4, max_unpacked_bytes=1 << 20)
 
 
 def _folder(tmp_path: Path, files: dict[str, bytes]) -> list[FolderFile]:
@@ -225,7 +225,7 @@ def test_a_zip_bomb_stops_at_the_limit_quickly_and_small(tmp_path: Path) -> None
     with pytest.raises(TooLarge, match="upload limit"):
         unpack_archive(bomb, dest, limits=LIMITS)
     assert time.monotonic() - started < 30
-    assert sum(os.path.getsize(p) for p in dest.iterdir()) <= LIMITS.max_total_bytes + (1 << 20)
+    assert sum(os.path.getsize(p) for p in dest.iterdir()) <= LIMITS.max_unpacked_bytes + (1 << 20)
 
 
 def test_an_extra_over_its_limit_stops_while_unpacking(tmp_path: Path) -> None:
