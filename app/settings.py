@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     max_pickle_bytes: int = Field(default=64 * MiB, gt=0)
     max_safetensors_header_bytes: int = Field(default=100 * MiB, gt=0)
     max_page_size: int = Field(default=500, gt=0, le=10_000)
-    max_form_parts: int = Field(default=16, ge=2, le=1000)
+    max_form_parts: int = Field(default=256, ge=2, le=2000)
     architecture_modules: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Libraries whose model classes or constructors POST /v1/architectures may name (docs/architectures.md).
     architecture_libraries: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["transformers"])

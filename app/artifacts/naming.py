@@ -23,6 +23,8 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "full": ("pt",),
     "weights": ("safetensors", "pt"),
     "onnx": ("onnx",),
+    # A model folder as its library writes it (transformers: from_pretrained reads it unzipped).
+    "hf": ("zip",),
 }
 
 
@@ -50,5 +52,5 @@ def download_filename(model: str, version: int, kind: str, fmt: str, packaging: 
     return f"{model}-v{version}-{kind}.{fmt}{suffix}"
 
 
-def media_type(packaging: Packaging) -> str:
-    return "application/zip" if packaging == "zip" else "application/octet-stream"
+def media_type(packaging: Packaging, fmt: str = "") -> str:
+    return "application/zip" if packaging == "zip" or fmt == "zip" else "application/octet-stream"

@@ -73,6 +73,6 @@ def download_artifact(
     return BlobResponse(
         path,
         headers=headers,
-        media_type=media_type(packaging),
+        media_type=media_type(packaging, artifact.format),
         stat_result=os.stat(path),
     )

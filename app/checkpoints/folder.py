@@ -47,6 +47,7 @@ class PretrainedFolder:
     weights_format: Literal["safetensors", "torch"]
     weights: tuple[FolderFile, ...]
     config: dict[str, Any] | None = None
+    config_file: FolderFile | None = None
     index: FolderFile | None = None
     extras: tuple[FolderFile, ...] = ()
     # Weights files not used because another form of the same weights was sent (safetensors wins, as in
@@ -55,11 +56,16 @@ class PretrainedFolder:
 
 
 def is_folder_archive(path: Path) -> bool:
-    """True for a tar, or for a zip that is not torch.save's own zip (no ``*/data.pkl`` record)."""
+    """True for a tar, or for a zip that is not torch.save's own zip (no ``*/data.pkl`` record).
+
+    Tar first: a tar holding a .bin (itself a zip) ends with that zip's directory, which zipfile finds.
+    """
+    if _is_tar(path):
+        return True
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             return not any(name.endswith("/data.pkl") or name == "data.pkl" for name in archive.namelist())
-    return _is_tar(path)
+    return False
 
 
 def _is_tar(path: Path) -> bool:
@@ -75,10 +81,10 @@ def unpack_archive(archive: Path, dest: Path, *, limits: ReadLimits) -> list[Fol
 
     On an error what was written stays in ``dest``: the caller owns and removes that directory.
     """
-    if zipfile.is_zipfile(archive):
-        members = _zip_members(archive)
-    elif _is_tar(archive):
+    if _is_tar(archive):
         members = _tar_members(archive)
+    elif zipfile.is_zipfile(archive):
+        members = _zip_members(archive)
     else:
         raise UnreadableCheckpoint("The body is neither a checkpoint nor a tar or zip of a model folder.")
     files: list[FolderFile] = []
@@ -287,6 +293,7 @@ def sort_folder(files: Sequence[FolderFile], *, limits: ReadLimits) -> Pretraine
         weights_format=fmt,  # type: ignore[arg-type]
         weights=tuple(weights),
         config=config,
+        config_file=by_name.get(CONFIG) if config is not None else None,
         index=index,
         extras=extras,
         ignored=tuple(sorted(ignored)),

@@ -12,11 +12,20 @@ from typing import Any
 
 import torch
 
+from app.architectures.folders import folder_format
 from app.architectures.spec import Architecture
+from app.checkpoints.folder_artifact import (
+    DEFAULT_HF_SHARD_BYTES,
+    check_config,
+    describe_files,
+    library_key_names,
+    write_folder_artifact,
+)
 from app.checkpoints.formats import CheckpointFormat
 from app.checkpoints.layout import Layout, normalise
 from app.checkpoints.limits import ReadLimits
-from app.checkpoints.reader import read_checkpoint, read_safetensors
+from app.checkpoints.reader import read_safetensors
+from app.checkpoints.uploaded import read_upload
 from app.checkpoints.validate import (
     Blueprint,
     ForwardRun,
@@ -56,6 +65,8 @@ class WrittenArtifact:
 
 @dataclass(frozen=True)
 class IngestResult:
+    # The files of a folder upload, ``[{filename, size, sha256}]``; empty for a single file.
+    files: list[dict[str, Any]]
     format: CheckpointFormat
     layout: Layout
     training: dict[str, Any]
@@ -71,6 +82,7 @@ def ingest_checkpoint(
     workdir: Path,
     limits: ReadLimits,
     on_stage: Callable[[str], None] | None = None,
+    hf_shard_bytes: int = DEFAULT_HF_SHARD_BYTES,
 ) -> IngestResult:
     """Validate ``upload`` against the architecture and write its proven artifacts into ``workdir``.
 
@@ -79,12 +91,18 @@ def ingest_checkpoint(
     """
     stage = on_stage or _no_stage
     plan = blueprint(architecture, config)
-    loaded = read_checkpoint(upload, limits=limits, module_classes=architecture.module_classes)
+    read = read_upload(upload, workdir=workdir, limits=limits, module_classes=architecture.module_classes)
+    loaded = read.loaded
+    folder_kind = folder_format(architecture)
+    if read.folder is not None and read.folder.config is not None and folder_kind is not None:
+        check_config(folder_kind, read.folder.config)
     stage("read")
     normal = normalise(loaded.content, plan.keys)
+    if folder_kind is not None:
+        normal.state_dict = library_key_names(folder_kind, normal.state_dict, plan.keys)
     weights = complete_tied(normal.state_dict, plan)
     check_fits(weights, plan)
-    check_proportionate(weights, upload.stat().st_size)
+    check_proportionate(weights, read.weights_bytes)
     inputs = architecture.example_inputs(config)
     reference = run_forward(load_fresh(architecture, config, weights), inputs)
     canonical = own_storages(canonical_weights(weights, plan))
@@ -143,7 +161,34 @@ def ingest_checkpoint(
         )
         for kind, artifact_format, path, sha in written
     ]
+    if folder_kind is not None:
+        folder_weights = load_artifact_weights(
+            kind="weights", fmt="safetensors", path=safetensors_path, plan=plan, limits=limits
+        )
+        hf = write_folder_artifact(
+            folder_kind,
+            architecture=architecture,
+            config=config,
+            weights=folder_weights,
+            extras=read.folder.extras if read.folder is not None else (),
+            workdir=workdir,
+            shard_bytes=hf_shard_bytes,
+            inputs=inputs,
+            reference=reference,
+        )
+        artifacts.append(
+            WrittenArtifact(
+                kind=folder_kind.artifact_kind,
+                format="zip",
+                path=hf.path,
+                sha256=hf.sha256,
+                size=hf.path.stat().st_size,
+                validation=hf.validation,
+            )
+        )
+        del folder_weights
     return IngestResult(
+        files=describe_files(read.folder),
         format=fmt,
         layout=layout,
         training=training,

@@ -35,6 +35,7 @@ from app.architectures.spec import Architecture
 from app.checkpoints import child
 from app.checkpoints.ingest import IngestResult, ingest_checkpoint
 from app.checkpoints.limits import ReadLimits
+from app.checkpoints.uploaded import upload_bytes
 from app.errors import IngestCrashed, IngestTimeout, WeightvaultError
 
 log = logging.getLogger("weightvault.ingest")
@@ -144,7 +145,7 @@ class IngestPool:
         workdir: Path,
         limits: ReadLimits,
     ) -> IngestResult:
-        size = upload.stat().st_size
+        size = upload_bytes(upload)
         timeout = self.limits.time_limit(size)
         request = child.IngestRequest(
             upload=upload,

@@ -22,6 +22,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
+from app.checkpoints.folder import check_file_name
 from app.errors import (
     InvalidMetadata,
     InvalidRequest,
@@ -44,7 +45,7 @@ class UploadLimits:
     max_upload_bytes: int
     max_metadata_bytes: int
     idle_timeout_seconds: float = 60.0
-    max_form_parts: int = 16
+    max_form_parts: int = 256
     deadline_base_seconds: float = 300.0
     min_bytes_per_second: float = 64 * 1024
 
@@ -221,8 +222,20 @@ def _refuse_empty(writer: _HashingWriter) -> None:
 
 
 @dataclass
-class _MultipartState:
+class _FilePart:
+    name: str | None
+    path: Path
+    handle: BinaryIO
     writer: _HashingWriter
+    finished: bool = False
+
+
+@dataclass
+class _MultipartState:
+    """python-multipart's callbacks: every ``file`` part to its own staging file, the metadata field kept."""
+
+    parts_dir: Path
+    upload_limit: int
     metadata_limit: int
     max_parts: int
     parts: int = 0
@@ -230,15 +243,14 @@ class _MultipartState:
     header_value: bytearray = field(default_factory=bytearray)
     headers: dict[bytes, bytes] = field(default_factory=dict)
     current: str | None = None
-    current_filename: str | None = None
-    files_seen: int = 0
-    filename: str | None = None
+    files: list[_FilePart] = field(default_factory=list)
     metadata: bytearray | None = None
     other_bytes: int = 0
     ended: bool = False
 
     def on_end(self) -> None:
         self.ended = True
+        self._finish_file()
 
     def on_part_begin(self) -> None:
         self.parts += 1
@@ -247,6 +259,7 @@ class _MultipartState:
                 f"The form has more than {self.max_parts} parts (WEIGHTVAULT_MAX_FORM_PARTS).",
                 {"limit": "max_form_parts", "value": self.max_parts},
             )
+        self._finish_file()
         self.headers = {}
         self.current = None
 
@@ -266,18 +279,24 @@ class _MultipartState:
         name = options.get(b"name", b"").decode("utf-8", "replace")
         self.current = name
         if name == FILE_FIELD:
-            self.files_seen += 1
-            if self.files_seen > 1:
-                raise InvalidRequest(
-                    "The form has more than one 'file' field; upload one checkpoint per request."
+            # Each file may use what the ones before it left of the upload limit.
+            used = sum(part.writer.size for part in self.files)
+            path = self.parts_dir / f"{len(self.files):04d}"
+            handle = path.open("xb")
+            self.files.append(
+                _FilePart(
+                    name=clean_filename(options.get(b"filename", b"").decode("utf-8", "replace")),
+                    path=path,
+                    handle=handle,
+                    writer=_HashingWriter(handle, self.upload_limit - used),
                 )
-            self.filename = clean_filename(options.get(b"filename", b"").decode("utf-8", "replace"))
+            )
         elif name == METADATA_FIELD:
             self.metadata = bytearray()
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self.current == FILE_FIELD:
-            self.writer.add(memoryview(data)[start:end])
+            self.files[-1].writer.add(memoryview(data)[start:end])
         elif self.current == METADATA_FIELD and self.metadata is not None:
             self.metadata += data[start:end]
             if len(self.metadata) > self.metadata_limit:
@@ -294,6 +313,23 @@ class _MultipartState:
                     {"limit": "max_metadata_bytes", "value": self.metadata_limit},
                 )
 
+    def _finish_file(self) -> None:
+        if self.current == FILE_FIELD and self.files:
+            self.files[-1].finished = True
+
+    async def flush(self) -> None:
+        """Write what arrived; a finished file is written out and closed (few handles stay open)."""
+        for part in self.files:
+            if part.handle.closed:
+                continue
+            await part.writer.flush(force=part.finished)
+            if part.finished:
+                part.handle.close()
+
+    def close(self) -> None:
+        for part in self.files:
+            part.handle.close()
+
 
 async def _receive_multipart(
     request: Request, dest: Path, limits: UploadLimits, content_type: str
@@ -302,43 +338,76 @@ async def _receive_multipart(
     boundary = options.get(b"boundary")
     if not boundary:
         raise InvalidRequest("The multipart body has no boundary in its Content-Type header.")
-    with dest.open("wb") as handle:
-        state = _MultipartState(
-            writer=_HashingWriter(handle, limits.max_upload_bytes),
-            metadata_limit=limits.max_metadata_bytes,
-            max_parts=limits.max_form_parts,
-        )
-        parser = MultipartParser(
-            boundary,
-            {
-                "on_part_begin": state.on_part_begin,
-                "on_header_field": state.on_header_field,
-                "on_header_value": state.on_header_value,
-                "on_header_end": state.on_header_end,
-                "on_headers_finished": state.on_headers_finished,
-                "on_part_data": state.on_part_data,
-                "on_end": state.on_end,
-            },
-            max_header_count=16,
-        )
-        try:
-            async for chunk in body_chunks(request, limits):
-                parser.write(chunk)
-                await state.writer.flush()
-            parser.finalize()
-        except MultipartParseError as exc:
-            raise InvalidRequest(f"The multipart body is malformed: {exc}.") from None
-        await state.writer.flush(force=True)
+    parts_dir = dest.with_name(dest.name + ".parts")
+    parts_dir.mkdir()
+    state = _MultipartState(
+        parts_dir=parts_dir,
+        upload_limit=limits.max_upload_bytes,
+        metadata_limit=limits.max_metadata_bytes,
+        max_parts=limits.max_form_parts,
+    )
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": state.on_part_begin,
+            "on_header_field": state.on_header_field,
+            "on_header_value": state.on_header_value,
+            "on_header_end": state.on_header_end,
+            "on_headers_finished": state.on_headers_finished,
+            "on_part_data": state.on_part_data,
+            "on_end": state.on_end,
+        },
+        max_header_count=16,
+    )
+    try:
+        async for chunk in body_chunks(request, limits):
+            parser.write(chunk)
+            await state.flush()
+        parser.finalize()
+        await state.flush()
+    except MultipartParseError as exc:
+        raise InvalidRequest(f"The multipart body is malformed: {exc}.") from None
+    finally:
+        state.close()
     if not state.ended:
         # python-multipart's finalize() does not check this: a cut-off body would pass as a shorter file.
         raise UnreadableCheckpoint(
             "The multipart body ended without its closing boundary (--<boundary>--): the upload is "
             "incomplete; nothing was kept, send it again."
         )
-    if state.files_seen == 0:
+    if not state.files:
         raise InvalidRequest("The form has no 'file' field; send the checkpoint as multipart field 'file'.")
-    _refuse_empty(state.writer)
-    received = ReceivedUpload(
-        path=dest, size=state.writer.size, sha256=state.writer.digest.hexdigest(), filename=state.filename
+    metadata = bytes(state.metadata) if state.metadata is not None else None
+    if len(state.files) == 1:
+        part = state.files[0]
+        _refuse_empty(part.writer)
+        part.path.rename(dest)
+        received = ReceivedUpload(
+            path=dest, size=part.writer.size, sha256=part.writer.digest.hexdigest(), filename=part.name
+        )
+        return received, metadata
+    return _folder_of_parts(state.files, dest), metadata
+
+
+def _folder_of_parts(files: list[_FilePart], dest: Path) -> ReceivedUpload:
+    """Several ``file`` parts are the files of one model folder, each named by its file name."""
+    dest.mkdir()
+    lines = []
+    for part in files:
+        if part.name is None:
+            raise InvalidRequest(
+                "A form with several 'file' parts is a model folder: give each part its file name "
+                "(curl -F 'file=@config.json' -F 'file=@model.safetensors')."
+            )
+        name = check_file_name(part.name)
+        target = dest / name
+        if target.exists():
+            raise InvalidRequest(f"The form sends the file '{name}' twice.", {"file": name})
+        part.path.rename(target)
+        lines.append(f"{name} {part.writer.digest.hexdigest()}\n")
+    return ReceivedUpload(
+        path=dest,
+        size=sum(part.writer.size for part in files),
+        sha256=hashlib.sha256("".join(sorted(lines)).encode()).hexdigest(),
+        filename=None,
     )
-    return received, bytes(state.metadata) if state.metadata is not None else None

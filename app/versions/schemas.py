@@ -12,12 +12,21 @@ from app.api.responses import StoredJson, StoredText
 from app.artifacts.schemas import ArtifactRead
 
 
+class SourceFile(BaseModel):
+    filename: StoredText
+    size: int
+    sha256: str
+
+
 class Source(BaseModel):
     filename: StoredText | None
+    # size and sha256 of a folder upload cover the bytes received (the tar or zip; for several parts,
+    # their sum and the sha256 of their sorted "name sha256" lines); ``files`` lists each file.
     size: int
     sha256: str
     format: Literal["torch_zip", "torch_legacy", "safetensors"]
     layout: Literal["state_dict", "training_checkpoint", "lightning", "module"]
+    files: list[SourceFile] | None = None
 
 
 class Training(BaseModel):

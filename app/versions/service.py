@@ -283,6 +283,7 @@ def create_version(
                 "sha256": upload.sha256,
                 "format": result.format,
                 "layout": result.layout,
+                **({"files": result.files} if result.files else {}),
             },
             training=result.training,
             validation=result.validation,
