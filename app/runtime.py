@@ -39,6 +39,7 @@ class Runtime:
                 time_seconds_per_gib=self.settings.ingest_time_limit_seconds_per_gib,
                 max_open_files=self.settings.ingest_max_open_files,
             ),
+            hf_shard_bytes=self.settings.hf_shard_bytes,
         )
 
     @property
@@ -47,6 +48,9 @@ class Runtime:
             max_tensors=self.settings.max_tensors,
             max_pickle_bytes=self.settings.max_pickle_bytes,
             max_safetensors_header_bytes=self.settings.max_safetensors_header_bytes,
+            max_extra_file_bytes=self.settings.max_extra_file_bytes,
+            max_extra_files=self.settings.max_extra_files,
+            max_unpacked_bytes=self.settings.max_upload_bytes,
         )
 
     @property

@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     max_safetensors_header_bytes: int = Field(default=100 * MiB, gt=0)
     max_page_size: int = Field(default=500, gt=0, le=10_000)
     max_form_parts: int = Field(default=256, ge=2, le=2000)
+    # A model folder upload keeps at most this many extra files (tokenizer, generation config), each at
+    # most this large; the hf artifact's model.safetensors is sharded past hf_shard_bytes.
+    max_extra_files: int = Field(default=64, ge=0, le=1024)
+    max_extra_file_bytes: int = Field(default=16 * MiB, gt=0)
+    hf_shard_bytes: int = Field(default=5_000_000_000, gt=0)
     architecture_modules: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Libraries whose model classes or constructors POST /v1/architectures may name (docs/architectures.md).
     architecture_libraries: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["transformers"])

@@ -28,6 +28,7 @@ import torch
 
 from app.architectures.registry import ArchitectureRegistry, load_registry
 from app.architectures.spec import Registration
+from app.checkpoints.folder_artifact import DEFAULT_HF_SHARD_BYTES
 from app.checkpoints.ingest import ingest_checkpoint
 from app.checkpoints.limits import ReadLimits
 from app.errors import WeightvaultError
@@ -53,6 +54,8 @@ class IngestRequest:
     fault_hook: str | None = None
     # A registered architecture's record: the child has no database, so it builds it from this.
     registration: Registration | None = None
+    # Shard size of a model folder artifact (``hf``), WEIGHTVAULT_HF_SHARD_BYTES.
+    hf_shard_bytes: int = DEFAULT_HF_SHARD_BYTES
 
 
 def serve(conn: Connection, architecture_modules: list[str], max_open_files: int) -> None:
@@ -80,6 +83,7 @@ def handle(request: IngestRequest, registry: ArchitectureRegistry) -> tuple[Any,
                 workdir=request.workdir,
                 limits=request.limits,
                 on_stage=_hook(request.fault_hook, request.upload),
+                hf_shard_bytes=request.hf_shard_bytes,
             )
     except WeightvaultError as exc:
         return ("refused", type(exc), exc.message, exc.details)

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 from app.architectures.spec import Architecture
 from app.checkpoints import child
+from app.checkpoints.folder_artifact import DEFAULT_HF_SHARD_BYTES
 from app.checkpoints.ingest import IngestResult, ingest_checkpoint
 from app.checkpoints.limits import ReadLimits
 from app.checkpoints.uploaded import upload_bytes
@@ -106,8 +107,16 @@ class _Child:
 class IngestPool:
     """Up to ``size`` ingest children; callers beyond that wait for one to be free."""
 
-    def __init__(self, *, size: int, architecture_modules: list[str], limits: ProcessLimits) -> None:
+    def __init__(
+        self,
+        *,
+        size: int,
+        architecture_modules: list[str],
+        limits: ProcessLimits,
+        hf_shard_bytes: int = DEFAULT_HF_SHARD_BYTES,
+    ) -> None:
         self.size = size
+        self.hf_shard_bytes = hf_shard_bytes
         self.architecture_modules = list(architecture_modules)
         self.limits = limits
         # "module:function" the child calls at each ingest stage. Only tests set it (there is no
@@ -158,6 +167,7 @@ class IngestPool:
             # A backstop for a child the parent could not kill in time: every core busy until the deadline.
             cpu_seconds=math.ceil(timeout * (os.cpu_count() or 1)) + 1,
             fault_hook=self.fault_hook,
+            hf_shard_bytes=self.hf_shard_bytes,
         )
         with self._slots:
             worker = self._take()

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 from weightvault import bundles, checkpoint, resumable
 from weightvault.cache import Cache, default_cache_dir, place
 from weightvault.download import Pulled, fetch
-from weightvault.errors import Conflict, ConversionFailed, WaitTimeout
+from weightvault.errors import Conflict, ConversionFailed, NotFound, WaitTimeout
+from weightvault.folders import folder_config, unpack_hf_zip
 from weightvault.progress import Reporter, auto_reporter
 from weightvault.refs import Ref, check_name, parse_ref
 from weightvault.resources import Job, Model, Version
@@ -208,6 +209,11 @@ class Client:
         ``create=True`` with ``architecture`` (and ``config``) creates the model first if it does not exist.
         """
         check_name(model)
+        folder = Path(source) if isinstance(source, str | os.PathLike) and Path(source).is_dir() else None
+        if create and folder is not None:
+            # A save_pretrained folder describes its own architecture: register it from config.json.
+            architecture = architecture or model
+            self._ensure_folder_architecture(architecture, folder)
         if create:
             if architecture is None:
                 raise TypeError(
@@ -244,6 +250,20 @@ class Client:
                 data = send(self.transport, model=model, upload=upload, params=params, reporter=self.reporter)
         return Version.from_json(data)
 
+    def _ensure_folder_architecture(self, name: str, folder: Path) -> None:
+        try:
+            self.get_architecture(name)
+            return
+        except NotFound:
+            pass
+        config = folder_config(folder)
+        if config is None:
+            raise FileNotFoundError(
+                f"{folder} has no config.json to register the architecture '{name}' from; "
+                "name an existing architecture with --architecture."
+            )
+        self.register_architecture(name, library="transformers", config=config)
+
     # --- pull and load -------------------------------------------------------------------------------------
 
     def pull(
@@ -277,6 +297,14 @@ class Client:
         if dest.is_dir():
             dest = dest / (fetched.filename or f"{target.model}-{kind}.{fmt}")
         return dataclasses.replace(fetched, path=place(fetched.path, dest))
+
+    def pull_folder(self, ref: str | Ref, *, output: str | os.PathLike[str] | None = None) -> Pulled:
+        """The version as a model folder (the ``hf`` artifact) unpacked into ``output`` (default
+        ``./<model>-v<version>-hf``), ready for ``from_pretrained(output)``."""
+        pulled = self.pull(ref, kind="hf", format="zip")
+        name = (pulled.filename or f"{_ref(ref).model}-hf.zip").removesuffix(".zip")
+        dest = Path(output) if output is not None else Path.cwd() / name
+        return dataclasses.replace(pulled, path=unpack_hf_zip(pulled.path, dest))
 
     def load_weights(
         self, ref: str | Ref, *, format: str = "safetensors", device: str = "cpu"

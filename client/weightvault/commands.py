@@ -50,12 +50,15 @@ class Kind(StrEnum):
     weights = "weights"
     full = "full"
     onnx = "onnx"
+    hf = "hf"
 
 
 class Format(StrEnum):
     safetensors = "safetensors"
     pt = "pt"
     onnx = "onnx"
+    # the model folder (kind hf), unpacked
+    hf = "hf"
 
 
 UrlOption = Annotated[
@@ -134,12 +137,20 @@ def push(
     file: Annotated[
         Path,
         typer.Argument(
-            exists=True, dir_okay=False, readable=True, help="Checkpoint file (torch.save or safetensors)."
+            exists=True,
+            readable=True,
+            help="Checkpoint file (torch.save or safetensors), or a save_pretrained folder.",
         ),
     ],
     model: Annotated[str, typer.Option("--model", "-m", help="Model name.")],
     create: Annotated[bool, typer.Option(help="Create the model first if it does not exist.")] = False,
-    architecture: Annotated[str | None, typer.Option(help="Architecture for --create (e.g. mlp).")] = None,
+    architecture: Annotated[
+        str | None,
+        typer.Option(
+            help="Architecture for --create (e.g. mlp); for a folder, registered from its config.json "
+            "when missing (default: the model's name)."
+        ),
+    ] = None,
     config: Annotated[
         str | None, typer.Option(help="Architecture options for --create, a JSON object.")
     ] = None,
@@ -153,8 +164,9 @@ def push(
     as_json: JsonOption = False,
 ) -> None:
     """Upload a checkpoint as the model's next version."""
-    if create and architecture is None:
-        raise typer.BadParameter("--create needs --architecture", param_hint="--architecture")
+    if create and architecture is None and not (file / "config.json").is_file():
+        hint = f"{file} has no config.json to register it from; " if file.is_dir() else ""
+        raise typer.BadParameter(f"{hint}--create needs --architecture", param_hint="--architecture")
     options = _json_object(config, "--config")
     user_metadata = _json_object(metadata, "--metadata")
     with _session(url, token, as_json, "push") as client:
@@ -179,7 +191,12 @@ def pull(
     ref: Annotated[str, typer.Argument(help="mnist, mnist:3, mnist:latest or mnist@production.")],
     kind: Annotated[Kind, typer.Option(help="Which artifact.")] = Kind.weights,
     format: Annotated[
-        Format | None, typer.Option(help="weights: safetensors (default) or pt.", show_default=False)
+        Format | None,
+        typer.Option(
+            help="weights: safetensors (default) or pt; hf: the model folder, unpacked (from_pretrained "
+            "reads it).",
+            show_default=False,
+        ),
     ] = None,
     output: Annotated[
         Path | None,
@@ -191,9 +208,12 @@ def pull(
 ) -> None:
     """Download an artifact; a second pull of the same one comes from the local cache."""
     with _session(url, token, as_json) as client:
-        pulled = client.pull(
-            ref, kind=kind.value, format=format.value if format else None, output=output or Path.cwd()
-        )
+        if kind == Kind.hf or format == Format.hf:
+            pulled = client.pull_folder(ref, output=output)
+        else:
+            pulled = client.pull(
+                ref, kind=kind.value, format=format.value if format else None, output=output or Path.cwd()
+            )
     if as_json:
         _print_json(
             {

@@ -16,12 +16,14 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO, Any
+from pathlib import Path
+from typing import IO, Any, cast
 
 import httpx
 
 from weightvault.checkpoint import save_temporary, training_checkpoint
 from weightvault.errors import ConnectionFailed, NotFound, WeightvaultError
+from weightvault.folders import FolderTar
 from weightvault.progress import Reporter, Task
 from weightvault.transport import Transport, check, json_object
 
@@ -50,6 +52,10 @@ def open_source(source: Any, **training: Any) -> Iterator[Upload]:
     if isinstance(source, str | os.PathLike):
         if any(value is not None for value in training.values()):
             raise TypeError("optimizer/scheduler/epoch/step go with a module or state_dict, not a file.")
+        if os.path.isdir(source):
+            folder = FolderTar(Path(source))
+            yield Upload(cast(IO[bytes], folder), 0, folder.size, folder.name)
+            return
         with open(source, "rb") as handle:
             yield Upload(handle, 0, os.fstat(handle.fileno()).st_size, os.path.basename(os.fspath(source)))
     elif hasattr(source, "read"):

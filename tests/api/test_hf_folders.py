@@ -13,6 +13,8 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from app.main import create_app
+from app.settings import Settings
 from tests.api.test_architectures import error, register
 from tests.conftest import create_model
 from tests.fixtures.hf import tiny_config, tiny_model
@@ -269,3 +271,23 @@ def test_an_extra_file_over_its_limit_is_refused(client: TestClient, tmp_path: P
     create_model(client, "m", architecture="tiny")
     body = error(push_parts(client, "m", folder), 413, "too_large")
     assert body["details"]["file"] == "notes.txt"
+
+
+def test_the_hf_artifact_is_sharded_past_the_shard_size_and_extras_limits_are_settings(
+    settings: Settings, tmp_path: Path
+) -> None:
+    small = settings.model_copy(update={"hf_shard_bytes": 20_000, "max_extra_files": 1})
+    folder, model = saved_folder(tmp_path, "BertModel")
+    with TestClient(create_app(small), raise_server_exceptions=False) as client:
+        register(client, "tiny", tiny_config("BertModel"))
+        create_model(client, "m", architecture="tiny")
+        response = push_parts(client, "m", folder)
+        assert response.status_code == 201, response.text
+        back = pull_hf(client, "m", 1, tmp_path / "back")
+        shards = sorted(path.name for path in back.glob("model-*.safetensors"))
+        assert len(shards) > 2 and (back / "model.safetensors.index.json").exists()
+        same_outputs(model, transformers.BertModel.from_pretrained(back).eval(), text_inputs())
+
+        (folder / "special_tokens_map.json").write_text("{}")
+        body = error(push_parts(client, "m", folder), 422, "limit_exceeded")
+        assert body["details"] == {"extras": 2, "limit": 1}
