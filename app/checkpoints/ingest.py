@@ -22,7 +22,7 @@ from app.checkpoints.folder_artifact import (
     write_folder_artifact,
 )
 from app.checkpoints.formats import CheckpointFormat
-from app.checkpoints.layout import Layout, normalise
+from app.checkpoints.layout import Layout, normalise, prefixes_tried
 from app.checkpoints.limits import ReadLimits
 from app.checkpoints.reader import read_safetensors
 from app.checkpoints.uploaded import read_upload
@@ -45,7 +45,7 @@ from app.checkpoints.writer import (
     write_safetensors,
     write_torch,
 )
-from app.errors import UnreadableCheckpoint
+from app.errors import ArchitectureMismatch, UnreadableCheckpoint
 from app.storage.blobstore import sha256_file
 
 
@@ -101,7 +101,11 @@ def ingest_checkpoint(
     if folder_kind is not None:
         normal.state_dict = library_key_names(folder_kind, normal.state_dict, plan.keys)
     weights = complete_tied(normal.state_dict, plan)
-    check_fits(weights, plan)
+    try:
+        check_fits(weights, plan)
+    except ArchitectureMismatch as exc:
+        exc.details["prefixes_tried"] = prefixes_tried(normal.original_keys, plan.keys)
+        raise
     check_proportionate(weights, read.weights_bytes)
     inputs = architecture.example_inputs(config)
     reference = run_forward(load_fresh(architecture, config, weights), inputs)

@@ -32,6 +32,8 @@ class Normalised:
     training_state: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=lambda: {"epoch": None, "step": None, "optimizer": None})
     renamed_keys: bool = False
+    # The weights' keys as the file named them, before any prefix was removed or added.
+    original_keys: list[str] = field(default_factory=list)
 
 
 def normalise(content: Any, expected_keys: Collection[str]) -> Normalised:
@@ -124,6 +126,7 @@ def _finish(
         training_state=training_state,
         training=training_summary(training_state),
         renamed_keys=list(renamed) != list(weights),
+        original_keys=list(weights),
     )
 
 
@@ -168,6 +171,19 @@ def _add_base_prefix(weights: dict[str, torch.Tensor], expected: set[str]) -> di
         if set(added) <= expected:
             return added
     return weights
+
+
+def prefixes_tried(original_keys: Collection[str], expected_keys: Collection[str]) -> dict[str, list[str]]:
+    """For a mismatch's details: the prefixes every uploaded key shares (each tried as a wrapper to remove)
+    and the architecture's top-level attributes (each tried as a base-model prefix to add)."""
+    keys = [_drop_compile_prefix(key) for key in original_keys]
+    shared: list[str] = []
+    while keys and all("." in key for key in keys) and len({key.split(".", 1)[0] for key in keys}) == 1:
+        head = keys[0].split(".", 1)[0] + "."
+        shared.append(head)
+        keys = [key[len(head) :] for key in keys]
+    heads = sorted({key.split(".", 1)[0] + "." for key in expected_keys if "." in key})
+    return {"removed": shared, "added": heads[:16]}
 
 
 def _drop_compile_prefix(key: str) -> str:

@@ -51,6 +51,18 @@ def test_weights_for_another_architecture_are_refused(client: TestClient, tmp_pa
     assert set(details["unexpected_keys"]) == {"linear.weight", "linear.bias"}
 
 
+def test_a_mismatch_says_which_prefixes_were_tried(client: TestClient, tmp_path: Path) -> None:
+    create_model(
+        client, "classifier", "mlp", config={"in_features": 10, "hidden_sizes": [4], "out_features": 2}
+    )
+    wrapped = {f"module.encoder.{k}": v for k, v in SimpleModel().state_dict().items()}
+    response = upload(client, "classifier", save(wrapped, tmp_path / "wrapped.pt"))
+    assert response.status_code == 422
+    details = response.json()["error"]["details"]
+    assert details["prefixes_tried"] == {"removed": ["module.", "encoder.", "linear."], "added": ["layers."]}
+    assert details["unexpected_keys"] == ["module.encoder.linear.weight", "module.encoder.linear.bias"]
+
+
 def test_config_decides_the_expected_shapes(client: TestClient, tmp_path: Path) -> None:
     create_model(client, "wide", "mlp", config={"in_features": 10, "hidden_sizes": [8], "out_features": 2})
     create_model(client, "narrow", "mlp", config={"in_features": 10, "hidden_sizes": [4], "out_features": 2})
