@@ -23,15 +23,22 @@ function snippets(who, model, version, artifact) {
   const header = auth ? ` -H "Authorization: Bearer $WEIGHTVAULT_TOKEN"` : "";
   const curl = `curl -fSL${header} -o '${file}' '${url}'`;
   const kindFlag = artifact.kind === "onnx" ? "" : ` --kind ${artifact.kind} --format ${artifact.format}`;
+  // The model folder comes unpacked from the CLI and the client, ready for from_pretrained.
+  const folder = file.replace(/\.zip$/, "");
   const pull =
     artifact.kind === "onnx"
       ? `weightvault convert ${model}:${version} --wait -o '${file}' --url ${origin}`
-      : `weightvault pull ${model}:${version}${kindFlag} -o '${file}' --url ${origin}`;
+      : artifact.kind === "hf"
+        ? `weightvault pull ${model}:${version} --format hf -o '${folder}' --url ${origin}`
+        : `weightvault pull ${model}:${version}${kindFlag} -o '${file}' --url ${origin}`;
   const tokenArg = auth ? `, token=os.environ["WEIGHTVAULT_TOKEN"]` : "";
+  const client = `${auth ? "import os\n" : ""}from weightvault import Client\n\nclient = Client("${origin}"${tokenArg})\n`;
   const python =
     artifact.kind === "onnx"
-      ? `${auth ? "import os\n" : ""}from weightvault import Client\n\nclient = Client("${origin}"${tokenArg})\npath = client.pull_onnx("${model}:${version}", output="${file}")`
-      : `${auth ? "import os\n" : ""}from weightvault import Client\n\nclient = Client("${origin}"${tokenArg})\nclient.pull("${model}:${version}", kind="${artifact.kind}", format="${artifact.format}", output="${file}")`;
+      ? `${client}path = client.pull_onnx("${model}:${version}", output="${file}")`
+      : artifact.kind === "hf"
+        ? `${client}folder = client.pull_folder("${model}:${version}", output="${folder}").path`
+        : `${client}client.pull("${model}:${version}", kind="${artifact.kind}", format="${artifact.format}", output="${file}")`;
   return [snippet("curl", curl), snippet("weightvault", pull), snippet("Python", python)];
 }
 
