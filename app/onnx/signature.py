@@ -1,0 +1,147 @@
+"""The exported graph's interface: input names and dynamic axes from the architecture's input specs,
+output names from what forward returns, and the shapes at which the file is checked."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from app.architectures.spec import InputSpec
+from app.onnx.options import OnnxOptions
+
+BATCH = "batch"
+SEQUENCE = "sequence"
+# Models with a sequence axis are checked at every pair of these (the first batch size is always 1).
+TEXT_BATCH_SIZES = (1, 3)
+SEQUENCE_LENGTHS = (8, 16)
+# torch.export specialises a dimension traced at size 1, and one equal to another dynamic dimension's
+# size is taken to be that dimension: trace at sizes no check uses and no two dimensions share.
+TRACE_SIZES = {BATCH: 2, SEQUENCE: 11}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What is exported (input names, per input ``{axis: dim name}``) and the sizes it is checked at."""
+
+    input_names: tuple[str, ...]
+    dynamic_axes: tuple[dict[int, str], ...]
+    trace: dict[str, int]
+    checks: tuple[dict[str, int], ...]
+
+    @property
+    def has_sequence(self) -> bool:
+        return any(SEQUENCE in axes.values() for axes in self.dynamic_axes)
+
+    @property
+    def dynamic_dims(self) -> set[str]:
+        return {name for axes in self.dynamic_axes for name in axes.values()}
+
+
+def plan(specs: Sequence[InputSpec], options: OnnxOptions) -> Plan:
+    """``batch`` is dynamic unless ``dynamic_batch`` is false; ``sequence``, wherever a spec names it, always."""
+    dynamic = {SEQUENCE} | ({BATCH} if options.dynamic_batch else set())
+    axes = tuple({i: dim for i, dim in enumerate(spec.shape) if dim in dynamic} for spec in specs)
+    has_sequence = any(SEQUENCE in a.values() for a in axes)
+    if not has_sequence:
+        checks = tuple({BATCH: size} for size in options.batch_sizes())
+    else:
+        batches = TEXT_BATCH_SIZES if options.dynamic_batch else (1,)
+        checks = tuple({BATCH: b, SEQUENCE: n} for b in batches for n in SEQUENCE_LENGTHS)
+    trace = {BATCH: TRACE_SIZES[BATCH] if options.dynamic_batch else 1, SEQUENCE: TRACE_SIZES[SEQUENCE]}
+    return Plan(tuple(spec.name for spec in specs), axes, trace, checks)
+
+
+def named_tensors(result: Any, prefix: str = "output") -> list[tuple[str, torch.Tensor]]:
+    """The tensors a forward returned, in order, each with its name.
+
+    A mapping (a transformers ModelOutput is one) names them by key; a tuple or list by position
+    (``output_0``, ``output_1``); a lone tensor is ``output``. Values that are not tensors are left out.
+    """
+    if isinstance(result, torch.Tensor):
+        return [(prefix, result)]
+    if isinstance(result, Mapping):
+        top = prefix == "output"
+        return [
+            pair
+            for key, value in result.items()
+            for pair in named_tensors(value, str(key) if top else f"{prefix}_{key}")
+        ]
+    if isinstance(result, list | tuple):
+        return [pair for i, value in enumerate(result) for pair in named_tensors(value, f"{prefix}_{i}")]
+    return []
+
+
+class Exported(nn.Module):
+    """The architecture's forward as the exporters see it: inputs by name, outputs as one flat tuple."""
+
+    def __init__(self, module: nn.Module, names: Sequence[str], kwargs: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.module = module
+        self.names = list(names)
+        self.kwargs = dict(kwargs)
+        # Input specs are named after forward's arguments; a module whose arguments are named otherwise
+        # (or take *args) still gets them in order.
+        accepts = inspect.signature(module.forward).parameters
+        self.by_name = all(name in accepts for name in self.names)
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(tensor for _, tensor in named_tensors(self.raw(*inputs)))
+
+    def raw(self, *inputs: torch.Tensor) -> Any:
+        if self.by_name:
+            return self.module(**dict(zip(self.names, inputs, strict=True)), **self.kwargs)
+        return self.module(*inputs, **self.kwargs)
+
+
+def describe_graph(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The ONNX file's inputs and outputs as ``{name, shape, dtype}``, symbolic dimensions by name."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return [_value(v) for v in graph.input], [_value(v) for v in graph.output]
+
+
+def _value(value: Any) -> dict[str, Any]:
+    import onnx
+
+    tensor = value.type.tensor_type
+    shape = [
+        dim.dim_param or (dim.dim_value if dim.HasField("dim_value") else None) for dim in tensor.shape.dim
+    ]
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name if tensor.elem_type else None
+    return {"name": value.name, "shape": shape, "dtype": dtype}
+
+
+def name_output_dims(path: Path, shapes: Sequence[tuple[dict[str, int], list[tuple[int, ...]]]]) -> None:
+    """Call the graph outputs' varying dimensions by the input dimension they follow (``batch``, ...).
+
+    ``shapes`` holds, for each check, its dimension sizes and PyTorch's output shapes. An output axis
+    whose size equals one dimension's at every check, and that dimension's alone, is named after it;
+    an axis the same at every check and fixed in the graph keeps its number.
+    """
+    import onnx
+
+    if len(shapes) < 2:
+        return
+    proto = onnx.load(str(path), load_external_data=False)
+    changed = False
+    for index, output in enumerate(proto.graph.output):
+        dims = output.type.tensor_type.shape.dim
+        for axis, dim in enumerate(dims):
+            if dim.HasField("dim_value"):
+                continue
+            sizes = [
+                out[index][axis] if index < len(out) and axis < len(out[index]) else -1 for _, out in shapes
+            ]
+            names = [name for name in shapes[0][0] if [sizes_of[name] for sizes_of, _ in shapes] == sizes]
+            if len(names) == 1 and dim.dim_param != names[0]:
+                dim.dim_param = names[0]
+                changed = True
+    if changed:
+        onnx.save(proto, str(path))
