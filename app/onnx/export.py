@@ -82,9 +82,7 @@ def export_and_check(
     exporter, notes = _export(exported, traced_at, layout, output_names, options, onnx_path)
     export_seconds = time.perf_counter() - started
     expected = _expected(exported, architecture, config, layout, module)
-    signature.name_output_dims(
-        onnx_path, [(check, [want.shape for want in wants]) for check, _, wants in expected]
-    )
+    signature.tidy_graph(onnx_path, [(check, [want.shape for want in wants]) for check, _, wants in expected])
     packaging, served = _package(onnx_path, workdir)
     _check_model(onnx_path)
     comparison = _compare(expected, layout, onnx_path, options)

@@ -77,6 +77,9 @@ def named_tensors(result: Any, prefix: str = "output") -> list[tuple[str, torch.
     return []
 
 
+_PREFIX = "module."
+
+
 class Exported(nn.Module):
     """The architecture's forward as the exporters see it: inputs by name, outputs as one flat tuple."""
 
@@ -118,22 +121,57 @@ def _value(value: Any) -> dict[str, Any]:
     return {"name": value.name, "shape": shape, "dtype": dtype}
 
 
-def name_output_dims(path: Path, shapes: Sequence[tuple[dict[str, int], list[tuple[int, ...]]]]) -> None:
-    """Call the graph outputs' varying dimensions by the input dimension they follow (``batch``, ...).
+def tidy_graph(path: Path, shapes: Sequence[tuple[dict[str, int], list[tuple[int, ...]]]]) -> None:
+    """Rewrite the exported file's names as the model's own: weights without ``Exported``'s ``module.``
+    prefix, and output dimensions named after the input dimension they follow.
 
-    ``shapes`` holds, for each check, its dimension sizes and PyTorch's output shapes. An output axis
-    whose size equals one dimension's at every check, and that dimension's alone, is named after it;
-    an axis the same at every check and fixed in the graph keeps its number.
+    ``shapes`` holds, for each check, its dimension sizes and PyTorch's output shapes.
     """
     import onnx
 
-    if len(shapes) < 2:
-        return
     proto = onnx.load(str(path), load_external_data=False)
+    renamed = _strip_wrapper_prefix(proto.graph)
+    named = _name_output_dims(proto.graph, shapes)
+    if renamed or named:
+        onnx.save(proto, str(path))
+
+
+def _strip_wrapper_prefix(graph: Any) -> bool:
+    taken = {init.name for init in graph.initializer}
+    renames = {
+        init.name: init.name[len(_PREFIX) :]
+        for init in graph.initializer
+        if init.name.startswith(_PREFIX) and init.name[len(_PREFIX) :] not in taken
+    }
+    if not renames:
+        return False
+    for init in graph.initializer:
+        init.name = renames.get(init.name, init.name)
+    for value in (*graph.input, *graph.value_info):
+        value.name = renames.get(value.name, value.name)
+    _rename_uses(graph, renames)
+    return True
+
+
+def _rename_uses(graph: Any, renames: Mapping[str, str]) -> None:
+    # Subgraphs (If/Loop bodies) may read the outer graph's weights by name.
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in renames:
+                node.input[i] = renames[name]
+        for attribute in node.attribute:
+            for sub in (attribute.g, *attribute.graphs) if attribute.HasField("g") else attribute.graphs:
+                _rename_uses(sub, renames)
+
+
+def _name_output_dims(graph: Any, shapes: Sequence[tuple[dict[str, int], list[tuple[int, ...]]]]) -> bool:
+    """An output axis whose size equals one dimension's at every check, and that one's alone, takes its
+    name; an axis fixed in the graph keeps its number."""
+    if len(shapes) < 2:
+        return False
     changed = False
-    for index, output in enumerate(proto.graph.output):
-        dims = output.type.tensor_type.shape.dim
-        for axis, dim in enumerate(dims):
+    for index, output in enumerate(graph.output):
+        for axis, dim in enumerate(output.type.tensor_type.shape.dim):
             if dim.HasField("dim_value"):
                 continue
             sizes = [
@@ -143,5 +181,4 @@ def name_output_dims(path: Path, shapes: Sequence[tuple[dict[str, int], list[tup
             if len(names) == 1 and dim.dim_param != names[0]:
                 dim.dim_param = names[0]
                 changed = True
-    if changed:
-        onnx.save(proto, str(path))
+    return changed

@@ -143,9 +143,21 @@ def test_outputs_are_named_by_key_or_position() -> None:
     assert named([None, t])[0][0] == "output_1"
 
 
-def test_plain_modules_get_positional_output_names(tmp_path: Path) -> None:
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_plain_modules_get_positional_output_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exporter: str
+) -> None:
+    import onnx
+
+    from app.onnx import export
     from tests.fixtures.architectures import ARCHITECTURES, TwoHeads
 
+    if exporter == "torchscript":
+
+        def refuse(*_args: object) -> None:
+            raise RuntimeError("dynamo is unavailable in this test")
+
+        monkeypatch.setattr(export, "_export_dynamo", refuse)
     two_heads = next(a for a in ARCHITECTURES if a.name == "two-heads")
     result = export_and_check(
         architecture=two_heads,
@@ -154,6 +166,7 @@ def test_plain_modules_get_positional_output_names(tmp_path: Path) -> None:
         options=OnnxOptions(),
         workdir=tmp_path,
     )
+    assert result.report["exporter"] == exporter
     assert result.report["inputs"] == [{"name": "x", "shape": ["batch", 4], "dtype": "float32"}]
     assert result.report["outputs"] == [
         {"name": "output_0", "shape": ["batch", 2], "dtype": "float32"},
@@ -161,6 +174,10 @@ def test_plain_modules_get_positional_output_names(tmp_path: Path) -> None:
     ]
     assert result.report["checked"] == [{"x": [1, 4]}, {"x": [7, 4]}]
     assert result.report["sequence_lengths"] == []
+    # The weights keep the module's own names, not those of the wrapper the exporters were given.
+    weights = {init.name for init in onnx.load(str(result.path)).graph.initializer}
+    assert {"body.weight", "left.weight", "right.bias"} <= weights
+    assert not any(name.startswith("module.") for name in weights)
 
 
 def test_transformers_models_lose_their_cache_and_others_are_left_alone() -> None:
