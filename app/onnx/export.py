@@ -121,11 +121,19 @@ def export_and_check(
     return ExportResult(path=served, packaging=packaging, report=report)
 
 
-def _where(item: Mapping[str, Any]) -> str:
-    where = f"at batch size {item['batch_size']}"
-    if item.get("sequence_length") is not None:
-        where += f", sequence length {item['sequence_length']}"
+def _at(sizes: Mapping[str, int]) -> str:
+    where = f"at batch size {sizes[signature.BATCH]}"
+    if signature.SEQUENCE in sizes:
+        where += f", sequence length {sizes[signature.SEQUENCE]}"
     return where
+
+
+def _where(item: Mapping[str, Any]) -> str:
+    """Where a comparison (an item of ``per_batch``) was made."""
+    sizes = {signature.BATCH: item["batch_size"]}
+    if item.get("sequence_length") is not None:
+        sizes[signature.SEQUENCE] = item["sequence_length"]
+    return _at(sizes)
 
 
 def _mismatch_message(worst: dict[str, Any], options: OnnxOptions, *, loosen: bool = True) -> str:
@@ -145,14 +153,9 @@ def _mismatch_message(worst: dict[str, Any], options: OnnxOptions, *, loosen: bo
 
 
 def _size_dependent(matched: list[dict[str, Any]], layout: signature.Plan) -> str:
-    traced = _where(
-        {"batch_size": layout.trace[signature.BATCH], "sequence_length": layout.trace.get(signature.SEQUENCE)}
-        if layout.has_sequence
-        else {"batch_size": layout.trace[signature.BATCH]}
-    )
     return (
         f"It matches {'; '.join(_where(item) for item in matched)}: the graph hard-codes something about "
-        f"the input's size as traced {traced}. " + advice.fixed_dimension(layout)
+        f"the input's size as traced {_at(layout.trace)}. " + advice.fixed_dimension(layout)
     )
 
 
@@ -196,13 +199,10 @@ def _eager(
         with torch.inference_mode():
             return exported.raw(*example)
     except Exception as exc:
-        where = _where(
-            {"batch_size": sizes[signature.BATCH], "sequence_length": sizes.get(signature.SEQUENCE)}
-        )
         fixed = sorted(layout.dynamic_dims)
         raise ConversionFailed(
             "export_failed",
-            f"The model does not run {where} ({describe_export_error(exc)}), and the export needs it to: "
+            f"The model does not run {_at(sizes)} ({describe_export_error(exc)}), and the export needs it to: "
             f"{' and '.join(fixed)} {'are' if len(fixed) > 1 else 'is'} exported as dynamic. "
             + advice.fixed_dimension(layout),
         ) from None
@@ -405,12 +405,11 @@ def _compare(
         try:
             got = session.run(None, feed)
         except Exception as exc:
-            where = _where(
-                {"batch_size": check[signature.BATCH], "sequence_length": check.get(signature.SEQUENCE)}
-            )
+            # Typically "Got: 16 Expected: 8": the graph kept a size it was traced at.
+            hint = f" {advice.fixed_dimension(layout)}" if layout.dynamic_dims else ""
             raise ConversionFailed(
                 "onnxruntime_failed",
-                f"onnxruntime failed to run the exported model {where}: {_clip(str(exc))}",
+                f"onnxruntime failed to run the exported model {_at(check)}: {_clip(str(exc))}.{hint}",
             ) from None
         result = _diff(check[signature.BATCH], want, got, options)
         if signature.SEQUENCE in check:

@@ -53,7 +53,9 @@ def plan(specs: Sequence[InputSpec], options: OnnxOptions) -> Plan:
     else:
         batches = TEXT_BATCH_SIZES if options.dynamic_batch else (1,)
         checks = tuple({BATCH: b, SEQUENCE: n} for b in batches for n in SEQUENCE_LENGTHS)
-    trace = {BATCH: TRACE_SIZES[BATCH] if options.dynamic_batch else 1, SEQUENCE: TRACE_SIZES[SEQUENCE]}
+    trace = {BATCH: TRACE_SIZES[BATCH] if options.dynamic_batch else 1}
+    if has_sequence:
+        trace[SEQUENCE] = TRACE_SIZES[SEQUENCE]
     return Plan(tuple(spec.name for spec in specs), axes, trace, checks)
 
 
