@@ -7,17 +7,30 @@ import re
 from app.onnx.options import MAX_OPSET, MIN_OPSET, OnnxOptions
 from app.onnx.signature import BATCH, SEQUENCE, Plan
 
-_OPERATOR = re.compile(r"\b(aten(?:::|\.)[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)?)")
+_OPERATOR = re.compile(r"\b((?:aten|prims)(?:::|\.)[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)?)")
 
 
 def operator_in(reason: str) -> str | None:
-    """The ``aten`` operator an exporter's message names, if it names one."""
+    """The ``aten`` (or ``prims``) operator an exporter's message names, if it names one."""
     found = _OPERATOR.search(reason)
     return found.group(1) if found else None
 
 
-def what_to_change(reason: str, *, options: OnnxOptions, layout: Plan) -> str:
-    """A suggestion for the job's error message, given the exporters' reasons."""
+def what_to_change(*reasons: str, options: OnnxOptions, layout: Plan) -> str:
+    """A suggestion for the job's error message from the exporters' reasons, the preferred exporter's first."""
+    for reason in reasons:
+        specific = _specific(reason, options, layout)
+        if specific:
+            return specific
+    fixed = "" if not options.dynamic_batch else ", or dynamic_batch=false"
+    return f"Try {_other_opset(options)}{fixed}."
+
+
+def _other_opset(options: OnnxOptions) -> str:
+    return f"another opset (options.opset, {MIN_OPSET}-{MAX_OPSET}; this job used {options.opset})"
+
+
+def _specific(reason: str, options: OnnxOptions, layout: Plan) -> str | None:
     lowered = reason.lower()
     if "cache" in lowered and ("dynamiccache" in lowered or "past_key_values" in lowered):
         return (
@@ -33,14 +46,12 @@ def what_to_change(reason: str, *, options: OnnxOptions, layout: Plan) -> str:
             "torch.where or torch.cond, or move it out of forward."
         )
     operator = operator_in(reason)
-    other = f"another opset (options.opset, {MIN_OPSET}-{MAX_OPSET}; this job used {options.opset})"
     if operator is not None:
         return (
-            f"ONNX has no translation of {operator} at this opset: try {other}, or replace {operator} "
-            "in the model's forward with operators ONNX supports."
+            f"ONNX has no translation of {operator} at this opset: try {_other_opset(options)}, or replace "
+            f"{operator} in the model's forward with operators ONNX supports."
         )
-    fixed = "" if not options.dynamic_batch else ", or dynamic_batch=false"
-    return f"Try {other}{fixed}."
+    return None
 
 
 def fixed_dimension(layout: Plan, dims: set[str] | None = None) -> str:

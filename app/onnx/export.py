@@ -231,7 +231,7 @@ def _export(
         raise ConversionFailed(
             exc.code,
             f"The model cannot be exported to ONNX. Dynamo exporter: {dynamo_error}. {exc.message}. "
-            + advice.what_to_change(f"{dynamo_error}\n{exc.message}", options=options, layout=layout),
+            + advice.what_to_change(dynamo_error, exc.message, options=options, layout=layout),
             {"notes": notes},
         ) from None
     except Exception as exc:
@@ -240,7 +240,7 @@ def _export(
             "export_failed",
             f"The model cannot be exported to ONNX. Dynamo exporter: {dynamo_error}. "
             f"TorchScript exporter: {torchscript_error}. "
-            + advice.what_to_change(f"{dynamo_error}\n{torchscript_error}", options=options, layout=layout),
+            + advice.what_to_change(dynamo_error, torchscript_error, options=options, layout=layout),
             {"notes": notes},
         ) from None
     return "torchscript", notes
