@@ -59,23 +59,25 @@ def plan(specs: Sequence[InputSpec], options: OnnxOptions) -> Plan:
     return Plan(tuple(spec.name for spec in specs), axes, trace, checks)
 
 
-def named_tensors(result: Any, prefix: str = "output") -> list[tuple[str, torch.Tensor]]:
+def named_tensors(result: Any) -> list[tuple[str, torch.Tensor]]:
     """The tensors a forward returned, in order, each with its name.
 
     A mapping (a transformers ModelOutput is one) names them by key; a tuple or list by position
-    (``output_0``, ``output_1``); a lone tensor is ``output``. Values that are not tensors are left out.
+    (``output_0``, ``output_1``); a lone tensor is ``output``; nested ones join with ``_``. Values that
+    are not tensors (None, a KV cache object) are left out.
     """
-    if isinstance(result, torch.Tensor):
-        return [(prefix, result)]
     if isinstance(result, Mapping):
-        top = prefix == "output"
-        return [
-            pair
-            for key, value in result.items()
-            for pair in named_tensors(value, str(key) if top else f"{prefix}_{key}")
-        ]
+        return [pair for key, value in result.items() for pair in _named(value, str(key))]
+    return _named(result, "output")
+
+
+def _named(result: Any, name: str) -> list[tuple[str, torch.Tensor]]:
+    if isinstance(result, torch.Tensor):
+        return [(name, result)]
+    if isinstance(result, Mapping):
+        return [pair for key, value in result.items() for pair in _named(value, f"{name}_{key}")]
     if isinstance(result, list | tuple):
-        return [pair for i, value in enumerate(result) for pair in named_tensors(value, f"{prefix}_{i}")]
+        return [pair for i, value in enumerate(result) for pair in _named(value, f"{name}_{i}")]
     return []
 
 

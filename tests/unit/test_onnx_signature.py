@@ -48,6 +48,7 @@ def test_outputs_are_named_by_key_or_position() -> None:
         "hidden_1",
     ]
     assert named([None, t])[0][0] == "output_1"
+    assert [n for n, _ in named({"output": {"a": t}, "b": [t]})] == ["output_a", "b_0"]
 
 
 @pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
