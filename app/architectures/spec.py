@@ -36,19 +36,22 @@ class InputSpec:
     example_dims: Mapping[str, int] = field(default_factory=dict)
     low: int = 0
 
-    def example(self, batch_size: int, generator: torch.Generator) -> torch.Tensor:
-        shape = [self._resolve(dim, batch_size) for dim in self.shape]
+    def example(
+        self, batch_size: int, generator: torch.Generator, dims: Mapping[str, int] | None = None
+    ) -> torch.Tensor:
+        """A random tensor of this shape; ``dims`` sizes symbolic dimensions ahead of ``example_dims``."""
+        shape = [self._resolve(dim, batch_size, dims or {}) for dim in self.shape]
         dtype = _DTYPES[self.dtype]
         if dtype.is_floating_point:
             return torch.randn(shape, generator=generator, dtype=torch.float32).to(dtype)
         return torch.randint(self.low, self.high or self.low + 2, shape, generator=generator, dtype=dtype)
 
-    def _resolve(self, dim: int | str, batch_size: int) -> int:
+    def _resolve(self, dim: int | str, batch_size: int, dims: Mapping[str, int]) -> int:
         if isinstance(dim, int):
             return dim
         if dim == "batch":
             return batch_size
-        return self.example_dims.get(dim, 4)
+        return dims.get(dim, self.example_dims.get(dim, 4))
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
@@ -159,10 +162,15 @@ class Architecture:
         return self.input_specs(self.parsed_config(config))
 
     def example_inputs(
-        self, config: Mapping[str, Any], batch_size: int = 2, seed: int = 0
+        self,
+        config: Mapping[str, Any],
+        batch_size: int = 2,
+        seed: int = 0,
+        dims: Mapping[str, int] | None = None,
     ) -> tuple[torch.Tensor, ...]:
+        """Random inputs; ``dims`` sizes symbolic dimensions other than ``batch`` (e.g. ``{"sequence": 16}``)."""
         generator = torch.Generator().manual_seed(seed)
-        return tuple(spec.example(batch_size, generator) for spec in self.inputs(config))
+        return tuple(spec.example(batch_size, generator, dims) for spec in self.inputs(config))
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -2,7 +2,9 @@
 
 Prefers the dynamo exporter (``torch.onnx.export(..., dynamo=True)``) and falls back to the TorchScript
 exporter only when the first fails; the report says which one ran. A file is returned only when onnx's
-checker passed and onnxruntime matched PyTorch within the tolerances at every checked batch size.
+checker passed and onnxruntime matched PyTorch within the tolerances at every checked size: two batch
+sizes, and for models with a ``sequence`` axis (token inputs) two sequence lengths as well. What the
+graph is called and which axes vary comes from ``signature``; the transformers-specific part from ``text``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from torch.jit._trace import TracerWarning
 
 from app.architectures.spec import Architecture
 from app.checkpoints.validate import load_fresh
+from app.onnx import advice, signature, text
 from app.onnx.options import OnnxOptions
+from app.onnx.signature import Exported
 
 log = logging.getLogger("weightvault.onnx")
 
@@ -67,18 +71,35 @@ def export_and_check(
 ) -> ExportResult:
     """weights + architecture + options -> a checked ONNX file in ``workdir`` and its report."""
     module = load_fresh(architecture, config, weights)
-    names = [spec.name for spec in architecture.inputs(config)]
+    layout = signature.plan(architecture.inputs(config), options)
+    exported = Exported(module, layout.input_names, text.prepare(module)).eval()
+    traced_at = _example(architecture, config, layout, layout.trace, module)
+    output_names = [
+        name for name, _ in signature.named_tensors(_eager(exported, traced_at, layout.trace, layout))
+    ]
     started = time.perf_counter()
     onnx_path = workdir / "model.onnx"
-    exporter, notes = _export(module, architecture, config, names, options, onnx_path)
+    exporter, notes = _export(exported, traced_at, layout, output_names, options, onnx_path)
     export_seconds = time.perf_counter() - started
+    expected = _expected(exported, architecture, config, layout, module)
+    signature.tidy_graph(onnx_path, [(check, [want.shape for want in wants]) for check, _, wants in expected])
     packaging, served = _package(onnx_path, workdir)
     _check_model(onnx_path)
-    comparison = _compare(module, architecture, config, names, onnx_path, options)
+    comparison = _compare(expected, layout, onnx_path, options)
+    graph_inputs, graph_outputs = signature.describe_graph(onnx_path)
     report = {
         "exporter": exporter,
         "opset": options.opset,
-        "batch_sizes": list(options.batch_sizes()),
+        "batch_sizes": sorted({check[signature.BATCH] for check in layout.checks}),
+        "sequence_lengths": sorted(
+            {check[signature.SEQUENCE] for check in layout.checks if signature.SEQUENCE in check}
+        ),
+        "checked": [
+            {name: list(tensor.shape) for name, tensor in zip(layout.input_names, example, strict=True)}
+            for _, example, _ in expected
+        ],
+        "inputs": graph_inputs,
+        "outputs": graph_outputs,
         "max_abs_diff": comparison["max_abs_diff"],
         "atol": options.atol,
         "rtol": options.rtol,
@@ -91,12 +112,32 @@ def export_and_check(
         "notes": notes,
     }
     if not comparison["ok"]:
-        raise ConversionFailed("onnx_mismatch", _mismatch_message(comparison["worst"], options), report)
+        matched = [item for item in comparison["per_batch"] if item["ok"]]
+        message = _mismatch_message(comparison["worst"], options, loosen=not matched)
+        if matched:
+            # Right at some sizes and wrong at others is not a rounding question.
+            message += " " + _size_dependent(matched, layout)
+        raise ConversionFailed("onnx_mismatch", message, report)
     return ExportResult(path=served, packaging=packaging, report=report)
 
 
-def _mismatch_message(worst: dict[str, Any], options: OnnxOptions) -> str:
-    where = f"onnxruntime differs from PyTorch at batch size {worst['batch_size']}"
+def _at(sizes: Mapping[str, int]) -> str:
+    where = f"at batch size {sizes[signature.BATCH]}"
+    if signature.SEQUENCE in sizes:
+        where += f", sequence length {sizes[signature.SEQUENCE]}"
+    return where
+
+
+def _where(item: Mapping[str, Any]) -> str:
+    """Where a comparison (an item of ``per_batch``) was made."""
+    sizes = {signature.BATCH: item["batch_size"]}
+    if item.get("sequence_length") is not None:
+        sizes[signature.SEQUENCE] = item["sequence_length"]
+    return _at(sizes)
+
+
+def _mismatch_message(worst: dict[str, Any], options: OnnxOptions, *, loosen: bool = True) -> str:
+    where = f"onnxruntime differs from PyTorch {_where(worst)}"
     if worst["max_abs_diff"] is None:
         return f"{where}: {worst['why']}; the exported graph does not compute what the model does."
     if worst["nonfinite_mismatched"]:
@@ -106,32 +147,78 @@ def _mismatch_message(worst: dict[str, Any], options: OnnxOptions) -> str:
         )
     return (
         f"{where} beyond the tolerances: max abs diff {worst['max_abs_diff']:.3g} with atol={options.atol:g}, "
-        f"rtol={options.rtol:g} ({worst['mismatched']} of {worst['elements']} values outside). "
-        "Loosen atol/rtol if that is acceptable."
+        f"rtol={options.rtol:g} ({worst['mismatched']} of {worst['elements']} values outside)."
+        + (" Loosen atol/rtol if that is acceptable." if loosen else "")
+    )
+
+
+def _size_dependent(matched: list[dict[str, Any]], layout: signature.Plan) -> str:
+    return (
+        f"It matches {'; '.join(_where(item) for item in matched)}: the graph hard-codes something about "
+        f"the input's size as traced {_at(layout.trace)}. " + advice.fixed_dimension(layout)
     )
 
 
 def _example(
-    architecture: Architecture, config: Mapping[str, Any], batch: int, module: nn.Module
+    architecture: Architecture,
+    config: Mapping[str, Any],
+    layout: signature.Plan,
+    sizes: Mapping[str, int],
+    module: nn.Module,
 ) -> tuple[torch.Tensor, ...]:
     dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
-    inputs = architecture.example_inputs(config, batch_size=batch, seed=batch)
+    batch = sizes[signature.BATCH]
+    seed = batch * 1000 + sizes.get(signature.SEQUENCE, 0)
+    dims = {name: size for name, size in sizes.items() if name != signature.BATCH}
+    inputs = architecture.example_inputs(config, batch_size=batch, seed=seed, dims=dims)
+    inputs = text.tokenizer_like(list(layout.input_names), inputs, torch.Generator().manual_seed(seed))
     return tuple(x.to(dtype) if x.is_floating_point() else x for x in inputs)
 
 
-def _export(
-    module: nn.Module,
+def _expected(
+    exported: Exported,
     architecture: Architecture,
     config: Mapping[str, Any],
-    names: list[str],
+    layout: signature.Plan,
+    module: nn.Module,
+) -> list[tuple[dict[str, int], tuple[torch.Tensor, ...], list[np.ndarray]]]:
+    """For each check: its sizes, the inputs, and PyTorch's outputs."""
+    expected = []
+    for check in layout.checks:
+        example = _example(architecture, config, layout, check, module)
+        outputs = tuple(t for _, t in signature.named_tensors(_eager(exported, example, check, layout)))
+        expected.append((check, example, _flatten(outputs)))
+    return expected
+
+
+def _eager(
+    exported: Exported, example: tuple[torch.Tensor, ...], sizes: Mapping[str, int], layout: signature.Plan
+) -> Any:
+    """The module's own result on ``example``; a model that cannot run at these sizes fails the job."""
+    try:
+        with torch.inference_mode():
+            return exported.raw(*example)
+    except Exception as exc:
+        fixed = sorted(layout.dynamic_dims)
+        raise ConversionFailed(
+            "export_failed",
+            f"The model does not run {_at(sizes)} ({describe_export_error(exc)}), and the export needs it to: "
+            f"{' and '.join(fixed)} {'are' if len(fixed) > 1 else 'is'} exported as dynamic. "
+            + advice.fixed_dimension(layout),
+        ) from None
+
+
+def _export(
+    exported: Exported,
+    example: tuple[torch.Tensor, ...],
+    layout: signature.Plan,
+    output_names: list[str],
     options: OnnxOptions,
     path: Path,
 ) -> tuple[str, list[str]]:
-    # Trace at batch 2: torch.export specialises a dimension of size 1.
-    example = _example(architecture, config, 2 if options.dynamic_batch else 1, module)
     notes: list[str] = []
     try:
-        _export_dynamo(module, example, names, options, path)
+        _export_dynamo(exported, example, layout, output_names, options, path)
         return "dynamo", notes
     except Exception as exc:
         reason = describe_export_error(exc)
@@ -139,37 +226,50 @@ def _export(
         notes.append(f"dynamo exporter failed: {reason}")
         dynamo_error = reason
     try:
-        _export_torchscript(module, example, names, options, path)
+        _export_torchscript(exported, example, layout, output_names, options, path)
     except ConversionFailed as exc:
         raise ConversionFailed(
-            exc.code, f"The model cannot be exported to ONNX. Dynamo exporter: {dynamo_error}. {exc.message}"
+            exc.code,
+            f"The model cannot be exported to ONNX. Dynamo exporter: {dynamo_error}. {exc.message}. "
+            + advice.what_to_change(dynamo_error, exc.message, options=options, layout=layout),
+            {"notes": notes},
         ) from None
     except Exception as exc:
+        torchscript_error = describe_export_error(exc)
         raise ConversionFailed(
             "export_failed",
             f"The model cannot be exported to ONNX. Dynamo exporter: {dynamo_error}. "
-            f"TorchScript exporter: {describe_export_error(exc)}",
+            f"TorchScript exporter: {torchscript_error}. "
+            + advice.what_to_change(dynamo_error, torchscript_error, options=options, layout=layout),
             {"notes": notes},
         ) from None
     return "torchscript", notes
 
 
 def _export_dynamo(
-    module: nn.Module, example: tuple[torch.Tensor, ...], names: list[str], options: OnnxOptions, path: Path
+    exported: Exported,
+    example: tuple[torch.Tensor, ...],
+    layout: signature.Plan,
+    output_names: list[str],
+    options: OnnxOptions,
+    path: Path,
 ) -> None:
+    dims = {name: torch.export.Dim(name, min=1) for name in layout.dynamic_dims}
+    # Exported.forward takes *inputs: its dynamic shapes are one tuple, for that one argument.
     dynamic_shapes = (
-        tuple({0: torch.export.Dim("batch", min=1, max=4096)} for _ in example)
-        if options.dynamic_batch
+        (tuple({axis: dims[name] for axis, name in axes.items()} or None for axes in layout.dynamic_axes),)
+        if dims
         else None
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            module,
+            exported,
             example,
             dynamo=True,
             dynamic_shapes=dynamic_shapes,
-            input_names=names,
+            input_names=list(layout.input_names),
+            output_names=output_names,
             opset_version=options.opset,
             optimize=True,
             verbose=False,
@@ -178,7 +278,7 @@ def _export_dynamo(
     if program is None:
         raise RuntimeError("the exporter returned no program")
     # Small models become one self-contained file; only past protobuf's 2 GB limit does data go beside it.
-    program.save(str(path), external_data=_too_big_for_one_file(module))
+    program.save(str(path), external_data=_too_big_for_one_file(exported))
 
 
 def _too_big_for_one_file(module: nn.Module) -> bool:
@@ -187,18 +287,26 @@ def _too_big_for_one_file(module: nn.Module) -> bool:
 
 
 def _export_torchscript(
-    module: nn.Module, example: tuple[torch.Tensor, ...], names: list[str], options: OnnxOptions, path: Path
+    exported: Exported,
+    example: tuple[torch.Tensor, ...],
+    layout: signature.Plan,
+    output_names: list[str],
+    options: OnnxOptions,
+    path: Path,
 ) -> None:
-    dynamic_axes = {name: {0: "batch"} for name in names} if options.dynamic_batch else None
+    dynamic_axes = {
+        name: axes for name, axes in zip(layout.input_names, layout.dynamic_axes, strict=True) if axes
+    }
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         torch.onnx.export(
-            module,
+            exported,
             example,
             str(path),
             dynamo=False,
-            input_names=names,
-            dynamic_axes=dynamic_axes,
+            input_names=list(layout.input_names),
+            output_names=output_names,
+            dynamic_axes=dynamic_axes or None,
             opset_version=min(options.opset, 20),
         )
     tracer = [w for w in caught if issubclass(w.category, TracerWarning)]
@@ -216,6 +324,8 @@ def describe_export_error(exc: BaseException) -> str:
     text = str(exc)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     keys = (
+        "Constraints violated",
+        "specialized",
         "Unsupported",
         "unsupported",
         "data-dependent",
@@ -268,10 +378,8 @@ def _check_model(path: Path) -> None:
 
 
 def _compare(
-    module: nn.Module,
-    architecture: Architecture,
-    config: Mapping[str, Any],
-    names: list[str],
+    expected: list[tuple[dict[str, int], tuple[torch.Tensor, ...], list[np.ndarray]]],
+    layout: signature.Plan,
     path: Path,
     options: OnnxOptions,
 ) -> dict[str, Any]:
@@ -285,21 +393,28 @@ def _compare(
         raise ConversionFailed(
             "onnxruntime_failed", f"onnxruntime could not load the exported model: {_clip(str(exc))}"
         ) from None
+    # An exporter drops an input the graph never reads (a model may ignore token_type_ids).
+    wanted = {item.name for item in session.get_inputs()}
     per_batch = []
-    for batch in options.batch_sizes():
-        example = _example(architecture, config, batch, module)
-        with torch.inference_mode():
-            expected = _flatten(module(*example))
+    for check, example, want in expected:
+        feed = {
+            name: tensor.numpy()
+            for name, tensor in zip(layout.input_names, example, strict=True)
+            if name in wanted
+        }
         try:
-            got = session.run(
-                None, {name: tensor.numpy() for name, tensor in zip(names, example, strict=True)}
-            )
+            got = session.run(None, feed)
         except Exception as exc:
+            # Typically "Got: 16 Expected: 8": the graph kept a size it was traced at.
+            hint = f" {advice.fixed_dimension(layout)}" if layout.dynamic_dims else ""
             raise ConversionFailed(
                 "onnxruntime_failed",
-                f"onnxruntime failed to run the exported model at batch size {batch}: {_clip(str(exc))}",
+                f"onnxruntime failed to run the exported model {_at(check)}: {_clip(str(exc))}.{hint}",
             ) from None
-        per_batch.append(_diff(batch, expected, got, options))
+        result = _diff(check[signature.BATCH], want, got, options)
+        if signature.SEQUENCE in check:
+            result["sequence_length"] = check[signature.SEQUENCE]
+        per_batch.append(result)
     # Failures first; among them one that could not be measured, then the largest difference.
     worst = max(
         per_batch,
@@ -314,14 +429,9 @@ def _compare(
     }
 
 
-def _flatten(result: Any) -> list[np.ndarray]:
-    if isinstance(result, torch.Tensor):
-        return [result.detach().float().numpy() if result.is_floating_point() else result.detach().numpy()]
-    if isinstance(result, list | tuple):
-        return [array for item in result for array in _flatten(item)]
-    if isinstance(result, Mapping):
-        return [array for item in result.values() for array in _flatten(item)]
-    return []
+def _flatten(outputs: tuple[torch.Tensor, ...]) -> list[np.ndarray]:
+    """PyTorch's outputs (``Exported``'s flat tuple) as arrays, floats widened to float32."""
+    return [t.detach().float().numpy() if t.is_floating_point() else t.detach().numpy() for t in outputs]
 
 
 def _diff(batch: int, expected: list[np.ndarray], got: list[Any], options: OnnxOptions) -> dict[str, Any]:
