@@ -13,6 +13,7 @@ registration of this library is checked or built.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import inspect
 import re
 from collections.abc import Mapping, Sequence
@@ -35,6 +36,14 @@ EXAMPLE_SEQUENCE = 8
 
 
 class TransformersLibrary:
+    def require(self) -> None:
+        try:
+            found = importlib.util.find_spec("transformers")
+        except (ImportError, ValueError):
+            found = None
+        if found is None:
+            raise _not_installed()
+
     def check(self, recipe: Recipe) -> None:
         _require_installed()
         config = _config_dict(recipe)
@@ -117,10 +126,14 @@ def _require_installed() -> None:
     try:
         import transformers  # noqa: F401
     except ImportError:
-        raise InvalidArchitecture(
-            f"This server cannot register transformers architectures: {INSTALL_HINT}.",
-            {"library": "transformers", "installed": False},
-        ) from None
+        raise _not_installed() from None
+
+
+def _not_installed() -> InvalidArchitecture:
+    return InvalidArchitecture(
+        f"This server cannot register transformers architectures: {INSTALL_HINT}.",
+        {"library": "transformers", "installed": False},
+    )
 
 
 def _config_dict(recipe: Recipe) -> dict[str, Any]:
