@@ -48,10 +48,6 @@ class ArchitectureRegistry:
         self._built: OrderedDict[str, Architecture] = OrderedDict()
         self._lock = threading.Lock()
 
-    def with_registrations(self, registrations: RegistrationSource) -> ArchitectureRegistry:
-        """The same code architectures, with registered ones read from ``registrations``."""
-        return ArchitectureRegistry(self._by_name.values(), registrations)
-
     def get(self, name: str, *, registration: Registration | None = None) -> Architecture:
         """The architecture ``name``; ``registration`` is its record when the caller already has it
         (the ingest child, which has no database)."""

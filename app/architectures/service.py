@@ -30,6 +30,7 @@ from app.errors import (
 from app.models.models import RegisteredModel
 
 MAX_RECIPE_BYTES = 1024 * 1024
+MAX_NESTING = 32
 _SHOWN_MODELS = 100
 
 
@@ -88,8 +89,7 @@ def register_architecture(
     if registry.is_code(name):
         raise _exists(name)
     check_allowed(data.library, allowed_libraries)
-    if len(json.dumps({"config": data.config, "kwargs": data.kwargs})) > MAX_RECIPE_BYTES:
-        raise InvalidArchitecture(f"config and kwargs may hold at most {MAX_RECIPE_BYTES} bytes of JSON.")
+    _check_size(data)
     probed = prober.probe(
         Recipe(
             library=data.library,
@@ -173,6 +173,33 @@ def hold_registration(*, session: Session, architecture: Architecture) -> None:
         raise ArchitectureNotFoundInput(
             f"The architecture '{architecture.name}' was just deleted.", {"architecture": architecture.name}
         )
+
+
+def _check_size(data: ArchitectureCreate) -> None:
+    try:
+        size = len(json.dumps({"config": data.config, "kwargs": data.kwargs}))
+    except (RecursionError, ValueError):
+        size = MAX_RECIPE_BYTES + 1
+    if size > MAX_RECIPE_BYTES:
+        raise InvalidArchitecture(
+            f"config and kwargs may hold at most {MAX_RECIPE_BYTES} bytes of JSON, nested at most "
+            f"{MAX_NESTING} levels.",
+            {"limit_bytes": MAX_RECIPE_BYTES},
+        )
+    if _depth(data.config) > MAX_NESTING or _depth(data.kwargs) > MAX_NESTING:
+        raise InvalidArchitecture(
+            f"config and kwargs may be nested at most {MAX_NESTING} levels.", {"limit_depth": MAX_NESTING}
+        )
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    if level > MAX_NESTING:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level
 
 
 def _exists(name: str) -> ArchitectureExists:

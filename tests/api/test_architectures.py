@@ -315,3 +315,15 @@ def test_a_constructor_that_allocates_or_stalls_costs_a_child_not_the_server(
         assert "limit" in refused["message"] or reason in refused["message"], refused
         small = client.post("/v1/architectures", json={**body, "kwargs": {}})
         assert small.status_code == 201 and small.json()["parameters"] == 3
+
+
+def test_oversized_or_deeply_nested_recipes_are_refused(client: TestClient) -> None:
+    config: dict[str, Any] = tiny_config("BertModel")
+    deep: Any = 1
+    for _ in range(200):
+        deep = {"x": deep}
+    for body_config in ({**config, "extra": deep}, {**config, "extra": "x" * (1024 * 1024 + 1)}):
+        response = client.post(
+            "/v1/architectures", json={"name": "x", "library": "transformers", "config": body_config}
+        )
+        error(response, 422, "invalid_architecture")
