@@ -167,6 +167,7 @@ def _check_layers(config: Mapping[str, Any], path: str = "") -> None:
 
 def model_class(config: Mapping[str, Any]) -> type[nn.Module]:
     """The transformers model class ``config["architectures"][0]`` names, or ``InvalidArchitecture``."""
+    _require_installed()
     name = config["architectures"][0]
     cls = _exported(name) if _CLASS_NAME.fullmatch(name) else None
     if cls is None:
