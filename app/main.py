@@ -7,6 +7,7 @@ import ctypes
 import logging
 import os
 import signal
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -61,6 +62,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.runtime = runtime
         if chosen.ingest_prestart:
             runtime.ingester.prestart()
+        # Counting the code architectures' parameters imports torch's meta-device kernels (seconds, once):
+        # done now in the background rather than in the first GET /v1/architectures.
+        threading.Thread(target=runtime.registry.warm, name="architectures-warm", daemon=True).start()
         log.debug("weightvault %s serving data dir %s", __version__, chosen.data_dir.resolve())
         if not chosen.auth_enabled:
             log.warning("authentication is off: every request is allowed (set WEIGHTVAULT_AUTH=on)")

@@ -63,6 +63,11 @@ class ArchitectureRegistry:
             {"architecture": name[:200]},
         )
 
+    def warm(self) -> None:
+        """Count the code architectures' parameters now (cached on each), so listings answer at once."""
+        for arch in self._by_name.values():
+            _ = arch.parameters
+
     def is_code(self, name: str) -> bool:
         """Built-in or plugin: defined by code, so not removable over HTTP."""
         return name in self._by_name
