@@ -18,7 +18,6 @@ from app import __version__
 from app.api.errors import install_error_handlers
 from app.api.openapi import install_contract_openapi
 from app.api.query_params import reject_unknown_query_params
-from app.architectures.builtin import warm_builtin_parameters
 from app.architectures.router import router as architectures_router
 from app.artifacts.router import router as artifacts_router
 from app.auth.policy import authorize, declare_docs_public
@@ -63,9 +62,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.runtime = runtime
         if chosen.ingest_prestart:
             runtime.ingester.prestart()
-            # Counting a built-in's parameters on the meta device first imports torch._dynamo (seconds):
-            # do it now, not in the first GET /v1/architectures a person's browser waits for.
-            threading.Thread(target=warm_builtin_parameters, name="architectures-warmup", daemon=True).start()
+        # Counting the code architectures' parameters imports torch's meta-device kernels (seconds, once):
+        # done now in the background rather than in the first GET /v1/architectures.
+        threading.Thread(target=runtime.registry.warm, name="architectures-warm", daemon=True).start()
         log.debug("weightvault %s serving data dir %s", __version__, chosen.data_dir.resolve())
         if not chosen.auth_enabled:
             log.warning("authentication is off: every request is allowed (set WEIGHTVAULT_AUTH=on)")

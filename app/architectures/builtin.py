@@ -197,9 +197,3 @@ TRANSFORMER_ENCODER = Architecture(
 )
 
 ARCHITECTURES: list[Architecture] = [SIMPLE_LINEAR, MLP_ARCH, CNN_ARCH, TRANSFORMER_ENCODER]
-
-
-def warm_builtin_parameters() -> None:
-    """Count every built-in's parameters once (cached on each), so listing architectures is instant."""
-    for architecture in ARCHITECTURES:
-        _ = architecture.parameters

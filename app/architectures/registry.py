@@ -15,6 +15,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 from importlib.metadata import entry_points
+from types import ModuleType
 from typing import Protocol
 
 from app.architectures.builtin import ARCHITECTURES as BUILTIN
@@ -47,10 +48,6 @@ class ArchitectureRegistry:
         self._built: OrderedDict[str, Architecture] = OrderedDict()
         self._lock = threading.Lock()
 
-    def with_registrations(self, registrations: RegistrationSource) -> ArchitectureRegistry:
-        """The same code architectures, with registered ones read from ``registrations``."""
-        return ArchitectureRegistry(self._by_name.values(), registrations)
-
     def get(self, name: str, *, registration: Registration | None = None) -> Architecture:
         """The architecture ``name``; ``registration`` is its record when the caller already has it
         (the ingest child, which has no database)."""
@@ -65,6 +62,11 @@ class ArchitectureRegistry:
             f"No architecture named '{name[:200]}'; GET /v1/architectures lists the registered ones.",
             {"architecture": name[:200]},
         )
+
+    def warm(self) -> None:
+        """Count the code architectures' parameters now (cached on each), so listings answer at once."""
+        for arch in self._by_name.values():
+            _ = arch.parameters
 
     def is_code(self, name: str) -> bool:
         """Built-in or plugin: defined by code, so not removable over HTTP."""
@@ -106,11 +108,28 @@ def _from_object(obj: object, origin: str) -> list[Architecture]:
         return [_as_plugin(found)]
     if isinstance(found, list | tuple) and all(isinstance(a, Architecture) for a in found):
         return [_as_plugin(a) for a in found]
-    raise TypeError(f"{origin} did not give Architecture objects")
+    raise TypeError(f"{origin} did not give Architecture objects (an ARCHITECTURES list of them)")
 
 
 def _as_plugin(arch: Architecture) -> Architecture:
     return dataclasses.replace(arch, source="plugin") if arch.source == "builtin" else arch
+
+
+class PluginNotFound(ImportError):
+    """A module named in ``WEIGHTVAULT_ARCHITECTURE_MODULES`` cannot be imported."""
+
+
+def import_plugin(module_name: str) -> ModuleType:
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not module_name.startswith(exc.name):
+            raise  # the plugin itself was found; something it imports is missing
+        raise PluginNotFound(
+            f"WEIGHTVAULT_ARCHITECTURE_MODULES names '{module_name}', which Python cannot import: install "
+            "its package into the server's environment or add its folder to PYTHONPATH (the folder the "
+            "server starts in is not searched); see docs/architectures.md."
+        ) from None
 
 
 def load_registry(
@@ -122,6 +141,6 @@ def load_registry(
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         found += _from_object(entry.load(), f"entry point {entry.name}")
     for module_name in modules:
-        module = importlib.import_module(module_name)
-        found += _from_object(module.ARCHITECTURES, f"module {module_name}")
+        module = import_plugin(module_name)
+        found += _from_object(getattr(module, "ARCHITECTURES", None), f"module {module_name}")
     return ArchitectureRegistry(found, registrations)

@@ -8,7 +8,7 @@ from app.api.pagination import Page, page_of
 from app.architectures import service
 from app.architectures.schemas import ArchitectureCreate, ArchitectureRead
 from app.auth.policy import requires
-from app.deps import PageDep, RegistryDep, SessionDep, SettingsDep
+from app.deps import PageDep, RegistryDep, RuntimeDep, SessionDep
 
 router = APIRouter(prefix="/v1/architectures", tags=["architectures"])
 
@@ -22,15 +22,16 @@ def list_architectures(registry: RegistryDep, page: PageDep) -> Page[Architectur
 
 @router.post("", status_code=201, dependencies=[requires("write")])
 def register_architecture(
-    data: ArchitectureCreate, session: SessionDep, registry: RegistryDep, settings: SettingsDep
+    data: ArchitectureCreate, session: SessionDep, registry: RegistryDep, runtime: RuntimeDep
 ) -> ArchitectureRead:
     """Register a model class from a transformers config or an allowed library's constructor."""
     arch = service.register_architecture(
         session=session,
         registry=registry,
+        prober=runtime.ingester,
         data=data,
-        allowed_libraries=settings.architecture_libraries,
-        max_parameters=settings.max_architecture_parameters,
+        allowed_libraries=runtime.settings.architecture_libraries,
+        max_parameters=runtime.settings.max_architecture_parameters,
     )
     return ArchitectureRead.of(arch)
 

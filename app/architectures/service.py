@@ -5,21 +5,19 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-import torch
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from torch import nn
 
 from app.api.names import check_name
-from app.architectures.libraries import ModelLibrary, check_allowed
+from app.architectures.libraries import check_allowed
 from app.architectures.models import RegisteredArchitecture
+from app.architectures.probe import Probed, Recipe, declared_inputs
 from app.architectures.registry import ArchitectureRegistry
-from app.architectures.schemas import ArchitectureCreate, InputDeclared
-from app.architectures.spec import INPUT_DTYPES, Architecture, InputSpec, Registration, count_parameters
+from app.architectures.schemas import ArchitectureCreate
+from app.architectures.spec import Architecture, Registration
 from app.db.engine import begin_write, read_connection
 from app.errors import (
     ArchitectureExists,
@@ -32,7 +30,14 @@ from app.errors import (
 from app.models.models import RegisteredModel
 
 MAX_RECIPE_BYTES = 1024 * 1024
+MAX_NESTING = 32
 _SHOWN_MODELS = 100
+
+
+class Prober(Protocol):
+    """Runs ``probe.probe`` (the ingest pool: in a child process under limits)."""
+
+    def probe(self, recipe: Recipe) -> Probed: ...
 
 
 class DatabaseRegistrations:
@@ -69,50 +74,42 @@ def _record(row: Any) -> Registration:
     )
 
 
-@dataclass(frozen=True)
-class _Recipe:
-    library: str
-    config: dict[str, Any] | None
-    factory: str | None
-    kwargs: dict[str, Any] | None
-
-
 def register_architecture(
     *,
     session: Session,
     registry: ArchitectureRegistry,
+    prober: Prober,
     data: ArchitectureCreate,
     allowed_libraries: Sequence[str],
     max_parameters: int,
 ) -> Architecture:
-    """Check the recipe, count its parameters on the meta device, fix its example inputs, store it."""
+    """Check the recipe, count its parameters on the meta device, fix its example inputs (in ``prober``'s
+    child process, under its limits), then store it."""
     name = check_name(data.name, "architecture name")
     if registry.is_code(name):
         raise _exists(name)
-    library = check_allowed(data.library, allowed_libraries)
-    recipe = _Recipe(library=data.library, config=data.config, factory=data.factory, kwargs=data.kwargs)
-    if len(json.dumps({"config": data.config, "kwargs": data.kwargs})) > MAX_RECIPE_BYTES:
-        raise InvalidArchitecture(f"config and kwargs may hold at most {MAX_RECIPE_BYTES} bytes of JSON.")
-    library.check(recipe)
-    module = _build_on_meta(library, recipe)
-    parameters = count_parameters(module)
-    if parameters > max_parameters:
-        raise InvalidArchitecture(
-            f"This model would have {parameters:,} parameters, more than this server's limit of "
-            f"{max_parameters:,} (WEIGHTVAULT_MAX_ARCHITECTURE_PARAMETERS).",
-            {"parameters": parameters, "limit": max_parameters},
+    check_allowed(data.library, allowed_libraries)
+    _check_size(data)
+    probed = prober.probe(
+        Recipe(
+            library=data.library,
+            config=data.config,
+            factory=data.factory,
+            kwargs=data.kwargs,
+            inputs=declared_inputs(data.inputs),
+            max_parameters=max_parameters,
         )
-    inputs = _inputs(library, recipe, module, data.inputs)
+    )
     row = RegisteredArchitecture(
         id=uuid.uuid4().hex,
         name=name,
         library=data.library,
-        description=data.description if data.description is not None else library.describe(recipe),
+        description=data.description if data.description is not None else probed.description,
         config=data.config,
         factory=data.factory,
         kwargs=data.kwargs,
-        inputs=[spec.to_data() for spec in inputs],
-        parameters=parameters,
+        inputs=probed.inputs,
+        parameters=probed.parameters,
     )
     begin_write(session)
     session.add(row)
@@ -178,56 +175,35 @@ def hold_registration(*, session: Session, architecture: Architecture) -> None:
         )
 
 
+def _check_size(data: ArchitectureCreate) -> None:
+    try:
+        size = len(json.dumps({"config": data.config, "kwargs": data.kwargs}))
+    except (RecursionError, ValueError):
+        size = MAX_RECIPE_BYTES + 1
+    if size > MAX_RECIPE_BYTES:
+        raise InvalidArchitecture(
+            f"config and kwargs may hold at most {MAX_RECIPE_BYTES} bytes of JSON, nested at most "
+            f"{MAX_NESTING} levels.",
+            {"limit_bytes": MAX_RECIPE_BYTES},
+        )
+    if _depth(data.config) > MAX_NESTING or _depth(data.kwargs) > MAX_NESTING:
+        raise InvalidArchitecture(
+            f"config and kwargs may be nested at most {MAX_NESTING} levels.", {"limit_depth": MAX_NESTING}
+        )
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    if level > MAX_NESTING:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level
+
+
 def _exists(name: str) -> ArchitectureExists:
     return ArchitectureExists(
         f"An architecture named '{name}' already exists; pick another name (GET /v1/architectures lists them).",
         {"architecture": name},
     )
-
-
-def _build_on_meta(library: ModelLibrary, recipe: _Recipe) -> nn.Module:
-    try:
-        with torch.device("meta"):
-            return library.build(recipe, [])
-    except InvalidArchitecture:
-        raise
-    except Exception as exc:
-        raise InvalidArchitecture(
-            f"The model could not be built from this registration: {type(exc).__name__}: {str(exc)[:300]}",
-            {"error": str(exc)[:1000]},
-        ) from None
-
-
-def _inputs(
-    library: ModelLibrary, recipe: _Recipe, module: nn.Module, declared: list[InputDeclared] | None
-) -> list[InputSpec]:
-    if declared is None:
-        derived = library.derive_inputs(recipe, module)
-        if not derived:
-            raise InvalidArchitecture(
-                "The example inputs cannot be told from this model; declare them in `inputs` "
-                '(e.g. [{"name": "x", "shape": ["batch", 10], "dtype": "float32"}]).',
-                {"inputs": None},
-            )
-        return derived
-    if not declared:
-        raise InvalidArchitecture("`inputs` must declare at least one input.", {"inputs": []})
-    specs = []
-    for spec in declared:
-        if spec.dtype not in INPUT_DTYPES:
-            raise InvalidArchitecture(
-                f"Input '{spec.name}' has dtype '{spec.dtype}'; use one of {', '.join(sorted(INPUT_DTYPES))}.",
-                {"input": spec.name, "dtypes": sorted(INPUT_DTYPES)},
-            )
-        bad = [d for d in spec.shape if (isinstance(d, int) and not 1 <= d <= 65_536) or d == ""]
-        if bad:
-            raise InvalidArchitecture(
-                f"Input '{spec.name}' has a dimension {bad[0]!r}; sizes are 1-65536 or a symbolic name.",
-                {"input": spec.name},
-            )
-        specs.append(InputSpec(spec.name, tuple(spec.shape), spec.dtype))
-    if len({spec.name for spec in specs}) != len(specs):
-        raise InvalidArchitecture(
-            "Every declared input needs its own name.", {"inputs": [s.name for s in specs]}
-        )
-    return library.fit_inputs(recipe, module, specs)

@@ -126,8 +126,13 @@ class Architecture:
         """Parameters of the model its default config builds (counted on the meta device, tied ones once)."""
         if self.registration is not None:
             return self.registration.parameters
-        with torch.device("meta"):
-            module = self.build(self.default_config)
+        try:
+            with torch.device("meta"):
+                module = self.build(self.default_config)
+        except Exception:
+            # A plugin whose module cannot be built on the meta device is still listed (uploads build it
+            # for real); its size is then unknown.
+            return 0
         return count_parameters(module)
 
     @property

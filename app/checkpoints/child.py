@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from app.architectures.probe import Recipe, probe
 from app.architectures.registry import ArchitectureRegistry, load_registry
 from app.architectures.spec import Registration
 from app.checkpoints.folder_artifact import DEFAULT_HF_SHARD_BYTES
@@ -57,6 +58,23 @@ class IngestRequest:
     # Shard size of a model folder artifact (``hf``), WEIGHTVAULT_HF_SHARD_BYTES.
     hf_shard_bytes: int = DEFAULT_HF_SHARD_BYTES
 
+    @property
+    def label(self) -> str:
+        return self.upload.name
+
+
+@dataclass(frozen=True)
+class ProbeRequest:
+    """Check a registration (``app.architectures.probe``) under the same limits as an ingest."""
+
+    recipe: Recipe
+    memory_bytes: int | None
+    cpu_seconds: int | None
+
+    @property
+    def label(self) -> str:
+        return f"a {self.recipe.library} architecture"
+
 
 def serve(conn: Connection, architecture_modules: list[str], max_open_files: int) -> None:
     """The child's main loop: one request at a time until the pipe closes or ``None`` arrives."""
@@ -73,8 +91,11 @@ def serve(conn: Connection, architecture_modules: list[str], max_open_files: int
         conn.send(handle(request, registry))
 
 
-def handle(request: IngestRequest, registry: ArchitectureRegistry) -> tuple[Any, ...]:
+def handle(request: IngestRequest | ProbeRequest, registry: ArchitectureRegistry) -> tuple[Any, ...]:
     try:
+        if isinstance(request, ProbeRequest):
+            with _limited(memory_bytes=request.memory_bytes, cpu_seconds=request.cpu_seconds):
+                return ("ok", probe(request.recipe))
         with _limited(memory_bytes=request.memory_bytes, cpu_seconds=request.cpu_seconds):
             result = ingest_checkpoint(
                 upload=request.upload,

@@ -31,17 +31,20 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, Protocol
 
+from app.architectures.probe import Probed, Recipe, probe
 from app.architectures.spec import Architecture
 from app.checkpoints import child
 from app.checkpoints.folder_artifact import DEFAULT_HF_SHARD_BYTES
 from app.checkpoints.ingest import IngestResult, ingest_checkpoint
 from app.checkpoints.limits import ReadLimits
 from app.checkpoints.uploaded import upload_bytes
-from app.errors import IngestCrashed, IngestTimeout, WeightvaultError
+from app.errors import IngestCrashed, IngestFailed, IngestTimeout, InvalidArchitecture, WeightvaultError
 
 log = logging.getLogger("weightvault.ingest")
 
 GiB = 1024**3
+# At most this long (or the ingest base time limit) to check one registration (build on meta, count).
+PROBE_SECONDS = 120.0
 
 
 class Ingester(Protocol):
@@ -54,6 +57,8 @@ class Ingester(Protocol):
         workdir: Path,
         limits: ReadLimits,
     ) -> IngestResult: ...
+
+    def probe(self, recipe: Recipe) -> Probed: ...
 
 
 class InProcessIngester:
@@ -71,6 +76,9 @@ class InProcessIngester:
         return ingest_checkpoint(
             upload=upload, architecture=architecture, config=config, workdir=workdir, limits=limits
         )
+
+    def probe(self, recipe: Recipe) -> Probed:
+        return probe(recipe)
 
 
 @dataclass(frozen=True)
@@ -179,6 +187,47 @@ class IngestPool:
                 self._give_back(worker, keep=keep)
         return _result(reply)
 
+    def probe(self, recipe: Recipe) -> Probed:
+        """``app.architectures.probe.probe`` in a child, under the base memory and time limits:
+        a constructor that allocates from config values costs that child, never this process."""
+        seconds = min(PROBE_SECONDS, self.limits.time_base_seconds)
+        request = child.ProbeRequest(
+            recipe=recipe,
+            memory_bytes=self.limits.memory_base_bytes,
+            cpu_seconds=math.ceil(seconds * (os.cpu_count() or 1)) + 1,
+        )
+        with self._slots:
+            worker = self._take()
+            keep = False
+            try:
+                reply = self._exchange(worker, request, seconds)
+                keep = reply[0] in ("ok", "refused")
+            except IngestFailed as exc:
+                raise InvalidArchitecture(
+                    "Building this model to count its parameters went over the server's limits "
+                    f"({exc.details.get('reason') or exc.details.get('signal') or 'time'}); "
+                    "a smaller config is needed.",
+                    {
+                        **exc.details,
+                        "memory_limit_bytes": request.memory_bytes,
+                        "time_limit_seconds": seconds,
+                    },
+                ) from None
+            finally:
+                self._give_back(worker, keep=keep)
+        if reply[0] == "ok":
+            probed: Probed = reply[1]
+            return probed
+        try:
+            _result(reply)  # raises what the child answered
+        except IngestCrashed as exc:
+            raise InvalidArchitecture(
+                "Building this model to count its parameters needed more memory than the server allows; "
+                "a smaller config is needed.",
+                {**exc.details, "memory_limit_bytes": request.memory_bytes},
+            ) from None
+        raise RuntimeError(f"unexpected reply from the ingest process: {reply[0]}")
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -221,7 +270,9 @@ class IngestPool:
         child_end.close()
         return _Child(process, parent_end)
 
-    def _exchange(self, worker: _Child, request: child.IngestRequest, timeout: float) -> tuple[Any, ...]:
+    def _exchange(
+        self, worker: _Child, request: child.IngestRequest | child.ProbeRequest, timeout: float
+    ) -> tuple[Any, ...]:
         started = time.monotonic()
         # A child that died before reading: the wait below reports how.
         with contextlib.suppress(BrokenPipeError, ConnectionResetError, EOFError):
@@ -233,7 +284,7 @@ class IngestPool:
                 worker.stop()
                 log.error(
                     "ingest of %s exceeded its time limit of %.0f s; killed its process (pid %s)",
-                    request.upload.name,
+                    request.label,
                     timeout,
                     worker.process.pid,
                 )
@@ -274,7 +325,9 @@ def _result(reply: tuple[Any, ...]) -> IngestResult:
     raise RuntimeError(f"the ingest process failed:\n{reply[1] if len(reply) > 1 else reply}")
 
 
-def _died(request: child.IngestRequest, worker: _Child, seconds: float) -> WeightvaultError:
+def _died(
+    request: child.IngestRequest | child.ProbeRequest, worker: _Child, seconds: float
+) -> WeightvaultError:
     code = worker.process.exitcode
     signum = -code if code is not None and code < 0 else None
     name = signal.Signals(signum).name if signum is not None and signum in signal.valid_signals() else None
@@ -282,7 +335,7 @@ def _died(request: child.IngestRequest, worker: _Child, seconds: float) -> Weigh
         "ingest process (pid %s) died after %.1f s reading %s: %s; it is replaced",
         worker.process.pid,
         seconds,
-        request.upload.name,
+        request.label,
         name or f"exit code {code}",
     )
     if signum == signal.SIGXCPU:
@@ -297,10 +350,10 @@ def _died(request: child.IngestRequest, worker: _Child, seconds: float) -> Weigh
     )
 
 
-def _log_memory(request: child.IngestRequest, worker: _Child, text: str) -> None:
+def _log_memory(request: child.IngestRequest | child.ProbeRequest, worker: _Child, text: str) -> None:
     log.error(
         "ingest of %s went over its memory limit of %s bytes in process %s (%s); it is replaced",
-        request.upload.name,
+        request.label,
         request.memory_bytes,
         worker.process.pid,
         text,

@@ -207,7 +207,8 @@ class _Machine:
             names = sorted({full, *self.also_refused})
             raise UnsafeCheckpoint(
                 f"The checkpoint needs {', '.join(names)}, which is not allow-listed; nothing of it was run. "
-                "Save model.state_dict() instead of the whole model, or register the architecture.",
+                "Save model.state_dict() instead of the whole model, or register its class as an architecture "
+                "(docs/architectures.md, section 3).",
                 {"globals": names},
             )
         return found

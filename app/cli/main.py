@@ -55,6 +55,14 @@ def serve(
     from app.db.migrate import upgrade
 
     settings = get_settings()
+    from app.architectures.registry import PluginNotFound, import_plugin
+
+    for module_name in settings.architecture_modules:
+        try:
+            import_plugin(module_name)
+        except PluginNotFound as exc:
+            typer.echo(f"weightvault serve: cannot start: {exc}", err=True)
+            raise typer.Exit(1) from None
     bind_host = host or settings.host
     bind_port = port or settings.port
     api_processes = workers or settings.api_workers or default_api_workers()

@@ -284,3 +284,46 @@ def test_refused_factories(torch_allowed: TestClient, change: dict[str, Any], sa
     body = {k: v for k, v in body.items() if v is not None}
     response = torch_allowed.post("/v1/architectures", json=body)
     assert says in error(response, 422, "invalid_architecture")["message"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [({"allocate_bytes": 64 * 1024**3}, "memory"), ({"sleep_seconds": 60}, "time")],
+)
+def test_a_constructor_that_allocates_or_stalls_costs_a_child_not_the_server(
+    settings: Settings, kwargs: dict[str, Any], reason: str
+) -> None:
+    limited = settings.model_copy(
+        update={
+            "architecture_libraries": ["transformers", "tests.fixtures.hungry"],
+            "ingest_memory_base_bytes": 1024**3,
+            "ingest_time_limit_base_seconds": 3.0,
+        }
+    )
+    body = {
+        "name": "hungry",
+        "library": "tests.fixtures.hungry",
+        "factory": "Hungry",
+        "kwargs": kwargs,
+        "inputs": [{"name": "x", "shape": ["batch", 2]}],
+    }
+    with TestClient(create_app(limited), raise_server_exceptions=False) as client:
+        started = time.monotonic()
+        response = client.post("/v1/architectures", json=body)
+        assert time.monotonic() - started < 30
+        refused = error(response, 422, "invalid_architecture")
+        assert "limit" in refused["message"] or reason in refused["message"], refused
+        small = client.post("/v1/architectures", json={**body, "kwargs": {}})
+        assert small.status_code == 201 and small.json()["parameters"] == 3
+
+
+def test_oversized_or_deeply_nested_recipes_are_refused(client: TestClient) -> None:
+    config: dict[str, Any] = tiny_config("BertModel")
+    deep: Any = 1
+    for _ in range(200):
+        deep = {"x": deep}
+    for body_config in ({**config, "extra": deep}, {**config, "extra": "x" * (1024 * 1024 + 1)}):
+        response = client.post(
+            "/v1/architectures", json={"name": "x", "library": "transformers", "config": body_config}
+        )
+        error(response, 422, "invalid_architecture")

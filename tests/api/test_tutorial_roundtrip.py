@@ -113,4 +113,5 @@ def test_whole_module_of_an_unregistered_class_is_refused(client: TestClient, tm
     error = response.json()["error"]
     assert error["code"] == "unsafe_checkpoint"
     assert "tests.checkpoints.SimpleModel" in error["message"]
+    assert "docs/architectures.md" in error["message"]
     assert client.get("/v1/models/demo").json()["latest_version"] is None

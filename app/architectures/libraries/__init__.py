@@ -34,6 +34,9 @@ class Recipe(Protocol):
 class ModelLibrary(Protocol):
     """The seam: check a recipe, build its module, tell its example inputs."""
 
+    def require(self) -> None:
+        """Refuse (``InvalidArchitecture``) when the library is not installed; imports nothing."""
+
     def check(self, recipe: Recipe) -> None:
         """Refuse (``InvalidArchitecture``) a recipe that cannot be built safely; nothing runs from it."""
 
@@ -68,7 +71,9 @@ def check_allowed(name: str, allowed: Sequence[str]) -> ModelLibrary:
             f"{', '.join(allowed) or 'none'} (the operator's setting WEIGHTVAULT_ARCHITECTURE_LIBRARIES).",
             {"library": name[:100], "allowed": list(allowed)},
         )
-    return library_for(name)
+    library = library_for(name)
+    library.require()
+    return library
 
 
 class NoOptions(BaseModel):

@@ -9,6 +9,7 @@ could do anything with its arguments. Pretrained weights are never downloaded.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -37,6 +38,16 @@ class FactoryLibrary:
     def __init__(self, name: str) -> None:
         self.name = name
 
+    def require(self) -> None:
+        if not _MODULE.fullmatch(self.name):
+            raise InvalidArchitecture(f"'{self.name[:100]}' is not a Python package name.")
+        try:
+            found = importlib.util.find_spec(self.name)
+        except (ImportError, ValueError):
+            found = None
+        if found is None:
+            raise _not_installed(self.name)
+
     def check(self, recipe: Recipe) -> None:
         if recipe.config:
             raise InvalidArchitecture(
@@ -61,6 +72,8 @@ class FactoryLibrary:
         constructor = self._constructor(recipe.factory)
         try:
             module = constructor(**(recipe.kwargs or {}))
+        except MemoryError:
+            raise  # the ingest child's limit: answered as such
         except Exception as exc:
             raise InvalidArchitecture(
                 f"{self.name}.{recipe.factory} refused the kwargs: {str(exc)[:300]}",
@@ -88,10 +101,7 @@ class FactoryLibrary:
         try:
             return importlib.import_module(self.name)
         except ImportError:
-            raise InvalidArchitecture(
-                f"The library '{self.name}' is allowed but not installed on this server.",
-                {"library": self.name, "installed": False},
-            ) from None
+            raise _not_installed(self.name) from None
 
     def _constructor(self, factory: str) -> Callable[..., Any]:
         parts = factory.split(".")
@@ -114,6 +124,13 @@ class FactoryLibrary:
             f"{self.name}.{factory[:200]} is not an nn.Module class of {self.name}.",
             {"factory": factory[:200]},
         )
+
+
+def _not_installed(name: str) -> InvalidArchitecture:
+    return InvalidArchitecture(
+        f"The library '{name}' is allowed but not installed on this server.",
+        {"library": name, "installed": False},
+    )
 
 
 def _torchvision(library: Any, name: str, factory: str) -> Callable[..., Any]:

@@ -13,6 +13,7 @@ registration of this library is checked or built.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import inspect
 import re
 from collections.abc import Mapping, Sequence
@@ -35,6 +36,14 @@ EXAMPLE_SEQUENCE = 8
 
 
 class TransformersLibrary:
+    def require(self) -> None:
+        try:
+            found = importlib.util.find_spec("transformers")
+        except (ImportError, ValueError):
+            found = None
+        if found is None:
+            raise _not_installed()
+
     def check(self, recipe: Recipe) -> None:
         _require_installed()
         config = _config_dict(recipe)
@@ -51,14 +60,14 @@ class TransformersLibrary:
                 "repository. Register a model class that transformers itself exports.",
                 {"key": where},
             )
-        _check_layers(config)
+        check_layers(config)
         cls = model_class(config)
         config_object(cls, config)
 
     def build(self, recipe: Recipe, input_names: Sequence[str]) -> nn.Module:
         config = _config_dict(recipe)
         cls = model_class(config)
-        built = _positional(cls, tuple(input_names)) if input_names else cls
+        built = positional_class(cls, tuple(input_names)) if input_names else cls
         module: nn.Module = built(config_object(cls, config))
         return module
 
@@ -117,10 +126,14 @@ def _require_installed() -> None:
     try:
         import transformers  # noqa: F401
     except ImportError:
-        raise InvalidArchitecture(
-            f"This server cannot register transformers architectures: {INSTALL_HINT}.",
-            {"library": "transformers", "installed": False},
-        ) from None
+        raise _not_installed() from None
+
+
+def _not_installed() -> InvalidArchitecture:
+    return InvalidArchitecture(
+        f"This server cannot register transformers architectures: {INSTALL_HINT}.",
+        {"library": "transformers", "installed": False},
+    )
 
 
 def _config_dict(recipe: Recipe) -> dict[str, Any]:
@@ -140,11 +153,11 @@ def _config_dict(recipe: Recipe) -> dict[str, Any]:
     return config
 
 
-def _check_layers(config: Mapping[str, Any], path: str = "") -> None:
+def check_layers(config: Mapping[str, Any], path: str = "") -> None:
     for key, value in config.items():
         where = f"{path}.{key}" if path else key
         if isinstance(value, Mapping):
-            _check_layers(value, where)
+            check_layers(value, where)
         elif _LAYER_KEY.search(str(key)) and isinstance(value, int) and value > MAX_LAYERS:
             raise InvalidArchitecture(
                 f"The config asks for {value} layers ('{where}'); at most {MAX_LAYERS} are accepted.",
@@ -154,6 +167,7 @@ def _check_layers(config: Mapping[str, Any], path: str = "") -> None:
 
 def model_class(config: Mapping[str, Any]) -> type[nn.Module]:
     """The transformers model class ``config["architectures"][0]`` names, or ``InvalidArchitecture``."""
+    _require_installed()
     name = config["architectures"][0]
     cls = _exported(name) if _CLASS_NAME.fullmatch(name) else None
     if cls is None:
@@ -210,7 +224,7 @@ def forward_parameters(cls: type[nn.Module]) -> list[str]:
     ]
 
 
-def _positional(cls: type[nn.Module], names: tuple[str, ...]) -> type[nn.Module]:
+def positional_class(cls: type[nn.Module], names: tuple[str, ...]) -> type[nn.Module]:
     key = (cls.__module__, cls.__qualname__, names)
     made = _POSITIONAL.get(key)
     if made is None:

@@ -42,7 +42,7 @@ class TransformersFolder:
         self.cls = library.model_class(self.registered)
 
     def config_differences(self, uploaded: Mapping[str, Any]) -> list[dict[str, Any]]:
-        library._check_layers(uploaded)
+        library.check_layers(uploaded)
         changed = sorted(
             key
             for key in (set(self.registered) | set(uploaded)) - _BOOKKEEPING
@@ -105,7 +105,7 @@ class TransformersFolder:
             module.save_pretrained(str(folder), max_shard_size=shard_bytes)  # type: ignore[operator]
 
     def load(self, folder: Path, input_names: Sequence[str]) -> nn.Module:
-        positional = library._positional(self.cls, tuple(input_names))
+        positional = library.positional_class(self.cls, tuple(input_names))
         with _quiet(), _offline():
             module: nn.Module = positional.from_pretrained(  # type: ignore[attr-defined]
                 str(folder), local_files_only=True
