@@ -11,8 +11,10 @@ import pydantic_core
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_BUSY_TIMEOUT_MS = 50
 WRITE_OPTION = "weightvault_write"
 READ_OPTION = "weightvault_read"
 
@@ -37,7 +39,34 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, json_deserializer=json_loads)
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def make_read_engine(url: str) -> Engine:
+    """An engine for the hot reads ``app.api.fast_reads`` answers, each of which falls back to FastAPI (and
+    the main engine) when it fails.
+
+    SQLite: one connection, used only by the event loop's thread, so a read never waits for a pool; its
+    busy timeout is short, as a read that had to wait would stall the loop (WAL readers do not wait for
+    writers; this covers the rare recovery lock). PostgreSQL: a pool without ``pool_pre_ping``, whose
+    ``SELECT 1`` round trip per checkout cost as much as the read: a connection the server dropped fails
+    its read, the pool discards it and FastAPI's retry runs on the pre-pinged main engine.
+    """
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": READ_BUSY_TIMEOUT_MS / 1000},
+            json_deserializer=json_loads,
+            poolclass=StaticPool,
+        )
+        _configure_sqlite(engine, busy_timeout_ms=READ_BUSY_TIMEOUT_MS)
+        return engine
+    return create_engine(url, pool_size=10, max_overflow=20, json_deserializer=json_loads)
+
+
+def is_file_sqlite(url: str) -> bool:
+    """A SQLite database in a file (a second connection to ``:memory:`` would be another database)."""
+    return url.startswith("sqlite") and ":memory:" not in url and not url.rstrip("/").endswith("sqlite:")
+
+
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control from pysqlite so that writers can ask for BEGIN IMMEDIATE:
@@ -46,7 +75,7 @@ def _configure_sqlite(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.close()
