@@ -7,10 +7,12 @@ then the validation of what it returned) and a second validation of a response m
 built. This ASGI middleware matches those four paths itself and calls the very functions the routes call
 (``model_record``, ``model_page``, ``version_record``, ``version_page``), so the body is the same.
 
-It answers only the plain case: a GET without a body, with auth off, with query parameters it can parse
-exactly as the route would (each given once, digits for ``limit``). Anything else, and any error
-(a missing model, a bad cursor), goes on to FastAPI unchanged, which answers it as it always did: the error
-bodies, the 422s and the auth refusals have one implementation. A read that fails here is read again there.
+It answers only the plain case: a GET without a body, by a caller allowed to read (auth off, or a valid
+token: one indexed statement, nothing cached, so a revoked token is refused by the very next request), with
+query parameters it can parse exactly as the route would (each given once, digits for ``limit``).
+Anything else, and any error (a missing model, a bad cursor, a refused token), goes on to FastAPI
+unchanged, which answers it as it always did: the error bodies, the 422s and the auth refusals have one
+implementation. A read that fails here is read again there.
 
 SQLite reads run on the event loop, on a connection of the loop's own (``Runtime.read_engine``): a read
 by key or one page takes a few hundred microseconds, no writer can block it (WAL readers never wait for
@@ -39,6 +41,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.api.pagination import Page, make_page_params
 from app.api.responses import AS_STORED
 from app.artifacts.urls import download_urls
+from app.auth.service import allows
+from app.db.engine import read_connection
 from app.models.router import model_page, model_record
 from app.models.schemas import ModelRead
 from app.runtime import Runtime
@@ -117,6 +121,25 @@ def _has_body(scope: Scope) -> bool:
     return False
 
 
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _guarded(read: Callable[[Engine], Any], authorization: str | None) -> Callable[[Engine], Any]:
+    """``read`` behind the ``read`` scope's check; FastAPI answers a refusal (401 or 403, its message)."""
+
+    def guarded(engine: Engine) -> Any:
+        with read_connection(engine) as conn:
+            if not allows(conn=conn, authorization=authorization, needed="read"):
+                raise _NotHere
+        return read(engine)
+
+    return guarded
+
+
 class FastReads:
     """ASGI middleware answering the four hot GETs in their plain case (see the module docstring)."""
 
@@ -151,6 +174,8 @@ class FastReads:
     @staticmethod
     async def _run(scope: Scope, read: Callable[[Engine], Any], adapter: TypeAdapter[Any]) -> bytes:
         runtime: Runtime = scope["app"].state.runtime
+        if runtime.settings.auth_enabled:
+            read = _guarded(read, _header(scope, b"authorization"))
         if runtime.reads_on_loop:
             value = read(runtime.read_engine)
         else:
@@ -163,7 +188,7 @@ class FastReads:
     def _match(self, scope: Scope) -> tuple[ReadRoute, Callable[[Engine], Any], TypeAdapter[Any]] | None:
         state = scope["app"].state
         runtime: Runtime | None = getattr(state, "runtime", None)
-        if runtime is None or not getattr(state, ENABLED_ATTR, True) or runtime.settings.auth_enabled:
+        if runtime is None or not getattr(state, ENABLED_ATTR, True):
             return None
         path = get_route_path(scope)
         if not path.startswith("/v1/models") or _has_body(scope):
