@@ -10,7 +10,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.architectures.registry import ArchitectureRegistry, load_registry
 from app.checkpoints.limits import ReadLimits
 from app.checkpoints.pool import IngestPool, ProcessLimits
-from app.db.engine import is_file_sqlite, make_engine, make_read_engine, make_sessionmaker
+from app.db.engine import (
+    HeldReadConnection,
+    is_file_sqlite,
+    make_engine,
+    make_read_engine,
+    make_sessionmaker,
+)
 from app.db.migrate import upgrade
 from app.settings import Settings
 from app.storage.blobstore import BlobStore
@@ -28,10 +34,12 @@ class Runtime:
     # (SQLite in a file) rather than in the thread pool.
     read_engine: Engine
     reads_on_loop: bool
+    loop_reads: HeldReadConnection = field(init=False)
     # Started lazily (or by ``prestart`` in the app's lifespan): tools that open a runtime never fork.
     ingester: IngestPool = field(init=False)
 
     def __post_init__(self) -> None:
+        self.loop_reads = HeldReadConnection(self.read_engine)
         self.ingester = IngestPool(
             size=self.settings.ingest_processes,
             architecture_modules=self.settings.architecture_modules,
@@ -73,6 +81,7 @@ class Runtime:
 
     def close(self) -> None:
         self.ingester.close()
+        self.loop_reads.close()
         if self.read_engine is not self.engine:
             self.read_engine.dispose()
         self.engine.dispose()

@@ -32,7 +32,7 @@ from urllib.parse import parse_qsl
 
 from pydantic import TypeAdapter
 from pydantic_core import PydanticSerializationError
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from starlette._utils import get_route_path
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -128,16 +128,20 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def _guarded(read: Callable[[Engine], Any], authorization: str | None) -> Callable[[Engine], Any]:
+def _guarded(read: Callable[[Connection], Any], authorization: str | None) -> Callable[[Connection], Any]:
     """``read`` behind the ``read`` scope's check; FastAPI answers a refusal (401 or 403, its message)."""
 
-    def guarded(engine: Engine) -> Any:
-        with read_connection(engine) as conn:
-            if not allows(conn=conn, authorization=authorization, needed="read"):
-                raise _NotHere
-        return read(engine)
+    def guarded(conn: Connection) -> Any:
+        if not allows(conn=conn, authorization=authorization, needed="read"):
+            raise _NotHere
+        return read(conn)
 
     return guarded
+
+
+def _on_a_connection(engine: Engine, read: Callable[[Connection], Any]) -> Any:
+    with read_connection(engine) as conn:
+        return read(conn)
 
 
 class FastReads:
@@ -172,20 +176,20 @@ class FastReads:
         await self.app(scope, receive, send)
 
     @staticmethod
-    async def _run(scope: Scope, read: Callable[[Engine], Any], adapter: TypeAdapter[Any]) -> bytes:
+    async def _run(scope: Scope, read: Callable[[Connection], Any], adapter: TypeAdapter[Any]) -> bytes:
         runtime: Runtime = scope["app"].state.runtime
         if runtime.settings.auth_enabled:
             read = _guarded(read, _header(scope, b"authorization"))
         if runtime.reads_on_loop:
-            value = read(runtime.read_engine)
+            value = runtime.loop_reads.run(read)
         else:
-            value = await run_in_threadpool(read, runtime.read_engine)
+            value = await run_in_threadpool(_on_a_connection, runtime.read_engine, read)
         try:
             return adapter.dump_json(value, by_alias=True, context=AS_STORED)
         except PydanticSerializationError:  # a lone surrogate stored long ago: clean the strings
             return adapter.dump_json(value, by_alias=True)
 
-    def _match(self, scope: Scope) -> tuple[ReadRoute, Callable[[Engine], Any], TypeAdapter[Any]] | None:
+    def _match(self, scope: Scope) -> tuple[ReadRoute, Callable[[Connection], Any], TypeAdapter[Any]] | None:
         state = scope["app"].state
         runtime: Runtime | None = getattr(state, "runtime", None)
         if runtime is None or not getattr(state, ENABLED_ATTR, True):
@@ -201,23 +205,23 @@ class FastReads:
     @staticmethod
     def _read_for(
         scope: Scope, path: str, runtime: Runtime
-    ) -> tuple[ReadRoute, Callable[[Engine], Any], TypeAdapter[Any]] | None:
+    ) -> tuple[ReadRoute, Callable[[Connection], Any], TypeAdapter[Any]] | None:
         cap = runtime.settings.max_page_size
         if path == "/v1/models":
             query = _query(scope, frozenset({"limit", "cursor", "q", "architecture"}))
             limit, cursor = _limit(query, cap)
             q, architecture = _filter(query, "q"), _filter(query, "architecture")
 
-            def models(engine: Engine) -> Any:
+            def models(conn: Connection) -> Any:
                 page = make_page_params(limit=limit, cursor=cursor, cap=cap)
-                return model_page(engine=engine, page=page, q=q, architecture=architecture)
+                return model_page(conn=conn, page=page, q=q, architecture=architecture)
 
             return _MODELS_ROUTE, models, _MODELS_JSON
         if (found := _MODEL.fullmatch(path)) is not None:
             (model,) = found.groups()
             if len(model) > _MAX_PATH_PARAM or scope.get("query_string"):
                 return None
-            return _MODEL_ROUTE, lambda engine: model_record(engine=engine, model=model), _MODEL_JSON
+            return _MODEL_ROUTE, lambda conn: model_record(conn=conn, model=model), _MODEL_JSON
         if (found := _VERSION.fullmatch(path)) is not None:
             model, ref = found.groups()
             if len(model) > _MAX_PATH_PARAM or len(ref) > _MAX_PATH_PARAM or scope.get("query_string"):
@@ -225,7 +229,7 @@ class FastReads:
             url = download_urls(Request(scope))
             return (
                 _VERSION_ROUTE,
-                lambda engine: version_record(engine=engine, url=url, model=model, ref=ref),
+                lambda conn: version_record(conn=conn, url=url, model=model, ref=ref),
                 _VERSION_JSON,
             )
         if (found := _VERSIONS.fullmatch(path)) is not None:
@@ -239,9 +243,9 @@ class FastReads:
                 return None
             url = download_urls(Request(scope))
 
-            def versions(engine: Engine) -> Any:
+            def versions(conn: Connection) -> Any:
                 page = make_page_params(limit=limit, cursor=cursor, cap=cap)
-                return version_page(engine=engine, url=url, model=model, page=page, order=order)
+                return version_page(conn=conn, url=url, model=model, page=page, order=order)
 
             return _VERSIONS_ROUTE, versions, _VERSIONS_JSON
         return None

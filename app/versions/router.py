@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
-from sqlalchemy import Engine
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -109,35 +109,35 @@ def list_versions(
         Query(description="Version number order, 'asc' by default; 'desc' lists the newest first."),
     ] = None,
 ) -> Page[VersionRead]:
-    return version_page(
-        engine=runtime.engine, url=download_urls(request), model=model, page=page, order=order
-    )
+    url = download_urls(request)
+    with read_connection(runtime.engine) as conn:
+        return version_page(conn=conn, url=url, model=model, page=page, order=order)
 
 
 def version_page(
-    *, engine: Engine, url: DownloadUrl, model: str, page: PageParams, order: str | None
+    *, conn: Connection, url: DownloadUrl, model: str, page: PageParams, order: str | None
 ) -> Page[VersionRead]:
     """``GET .../versions`` once its parameters are parsed (also answered by ``app.api.fast_reads``)."""
     # A cursor continues the order it was made in; "asc" is the unfiltered list.
     filters = bind_filters(page, {"order": None if order is None else ("" if order == "asc" else order)})
     newest_first = filters.get("order") == "desc"
-    with read_connection(engine) as conn:
-        rows = service.read_version_page(
-            conn=conn, model=model, limit=page.limit, after=page.after, newest_first=newest_first, url=url
-        )
+    rows = service.read_version_page(
+        conn=conn, model=model, limit=page.limit, after=page.after, newest_first=newest_first, url=url
+    )
     items, cursor = page_of(rows, page, key=lambda v: v.version, filters=filters)
     return Page(items=items, next_cursor=cursor)
 
 
 @router.get("/{ref}", dependencies=[requires("read")])
 def get_version(request: Request, model: ModelName, ref: Ref, runtime: RuntimeDep) -> VersionRead:
-    return version_record(engine=runtime.engine, url=download_urls(request), model=model, ref=ref)
+    url = download_urls(request)
+    with read_connection(runtime.engine) as conn:
+        return version_record(conn=conn, url=url, model=model, ref=ref)
 
 
-def version_record(*, engine: Engine, url: DownloadUrl, model: str, ref: str) -> VersionRead:
+def version_record(*, conn: Connection, url: DownloadUrl, model: str, ref: str) -> VersionRead:
     """``GET .../versions/{ref}`` (also answered by ``app.api.fast_reads``)."""
-    with read_connection(engine) as conn:
-        return service.read_version(conn=conn, model=model, ref=ref, url=url)
+    return service.read_version(conn=conn, model=model, ref=ref, url=url)
 
 
 @router.patch("/{ref}", dependencies=[requires("write")])
