@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -19,6 +20,7 @@ READ_BUSY_TIMEOUT_MS = 50
 WRITE_OPTION = "weightvault_write"
 READ_OPTION = "weightvault_read"
 T = TypeVar("T")
+HELD_READ_SECONDS = 5.0
 
 
 def json_loads(text: str | bytes) -> Any:
@@ -113,19 +115,26 @@ class HeldReadConnection:
 
     Each statement is still its own snapshot, as on ``read_connection``'s connections: no ``BEGIN`` is sent
     and every result is fetched to its end, which ends the statement's read. A database error discards
-    the connection; the next read opens another.
+    the connection; the next read opens another. So does age: a SQLite connection that was open while
+    another one bulk-wrote and analysed the tables read a model 4x slower than a new one (measured after
+    ``benchmarks.fill``), and a reconnection every few seconds costs nothing measurable.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, max_age_seconds: float = HELD_READ_SECONDS) -> None:
         self.engine = engine
+        self.max_age_seconds = max_age_seconds
         self._conn: Connection | None = None
+        self._opened = 0.0
 
     def run(self, read: Callable[[Connection], T]) -> T:
         conn = self._conn
+        if conn is not None and time.monotonic() - self._opened > self.max_age_seconds:
+            self.close()
+            conn = None
         if conn is None:
             conn = self.engine.connect()
             conn.execution_options(**{READ_OPTION: True})
-            self._conn = conn
+            self._conn, self._opened = conn, time.monotonic()
         try:
             return read(conn)
         except DBAPIError:
@@ -133,9 +142,11 @@ class HeldReadConnection:
             raise
 
     def close(self) -> None:
+        """Close the connection, the driver's too (the engine's pool holds this one connection)."""
         if self._conn is not None:
             conn, self._conn = self._conn, None
             conn.close()
+            self.engine.dispose()
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
