@@ -37,8 +37,10 @@ def _trigram_schema(bind: sa.engine.Connection) -> str | None:
         return None
     savepoint = bind.begin_nested()
     try:
-        bind.execute(sa.text("CREATE EXTENSION IF NOT EXISTS pg_trgm"))
-    except sa.exc.DBAPIError:  # not allowed to (pg_trgm is trusted, but CREATE on the schema is needed)
+        # In public, not the first schema of the search path: an extension is one per database, and a
+        # schema dropped with CASCADE (a test's, a tenant's) would take it from every other schema's index.
+        bind.execute(sa.text("CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public"))
+    except sa.exc.DBAPIError:  # not allowed to (pg_trgm is trusted, but CREATE on public is needed)
         savepoint.rollback()
         return None
     savepoint.commit()
