@@ -62,7 +62,9 @@ def make_read_engine(url: str) -> Engine:
         )
         _configure_sqlite(engine, busy_timeout_ms=READ_BUSY_TIMEOUT_MS)
         return engine
-    return create_engine(url, pool_size=10, max_overflow=20, json_deserializer=json_loads)
+    # Small: these connections come on top of the main pool's, per API process, against the server's
+    # max_connections (100 by default); a read waiting for one waits in a worker thread, not the loop.
+    return create_engine(url, pool_size=5, max_overflow=5, json_deserializer=json_loads)
 
 
 def is_file_sqlite(url: str) -> bool:
