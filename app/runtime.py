@@ -11,7 +11,13 @@ from app.architectures.registry import ArchitectureRegistry, load_registry
 from app.architectures.service import DatabaseRegistrations
 from app.checkpoints.limits import ReadLimits
 from app.checkpoints.pool import IngestPool, ProcessLimits
-from app.db.engine import make_engine, make_sessionmaker
+from app.db.engine import (
+    HeldReadConnection,
+    is_file_sqlite,
+    make_engine,
+    make_read_engine,
+    make_sessionmaker,
+)
 from app.db.migrate import upgrade
 from app.settings import Settings
 from app.storage.blobstore import BlobStore
@@ -25,10 +31,16 @@ class Runtime:
     sessions: sessionmaker[Session]
     store: BlobStore
     registry: ArchitectureRegistry
+    # The hot reads' own engine (app.db.engine.make_read_engine), and whether they run on the event loop
+    # (SQLite in a file) rather than in the thread pool.
+    read_engine: Engine
+    reads_on_loop: bool
+    loop_reads: HeldReadConnection = field(init=False)
     # Started lazily (or by ``prestart`` in the app's lifespan): tools that open a runtime never fork.
     ingester: IngestPool = field(init=False)
 
     def __post_init__(self) -> None:
+        self.loop_reads = HeldReadConnection(self.read_engine)
         self.ingester = IngestPool(
             size=self.settings.ingest_processes,
             architecture_modules=self.settings.architecture_modules,
@@ -74,6 +86,9 @@ class Runtime:
 
     def close(self) -> None:
         self.ingester.close()
+        self.loop_reads.close()
+        if self.read_engine is not self.engine:
+            self.read_engine.dispose()
         self.engine.dispose()
         self.store.close()
 
@@ -85,10 +100,14 @@ def open_runtime(settings: Settings, *, migrate: bool = True) -> Runtime:
     store.initialise()
     if migrate:
         upgrade(settings.effective_database_url)
-    engine = make_engine(settings.effective_database_url)
+    url = settings.effective_database_url
+    engine = make_engine(url)
+    in_memory = url.startswith("sqlite") and not is_file_sqlite(url)
     return Runtime(
         settings=settings,
         engine=engine,
+        read_engine=engine if in_memory else make_read_engine(url),
+        reads_on_loop=is_file_sqlite(url),
         sessions=make_sessionmaker(engine),
         store=store,
         registry=load_registry(settings.architecture_modules, DatabaseRegistrations(engine)),

@@ -270,8 +270,69 @@ def measurements_table(results: Results) -> list[str]:
     return lines
 
 
+READ_ROWS = [
+    ("model", "model"),
+    ("version", "version 1"),
+    ("page50", "page of 50"),
+    ("filled/model", "filled: model"),
+    ("filled/version", "filled: version 1"),
+    ("filled/page50", "filled: page of 50"),
+    ("filled/page50_newest", "filled: page of 50, newest first"),
+    ("filled/search", "filled: `?q=mlp-0001&architecture=mlp`"),
+]
+
+
+def _ratio(value: float | None, base: float | None) -> str:
+    return f" ({value / base:.2f}x)" if value and base else ""
+
+
+def reads_table(results: Results) -> list[str]:
+    """Issue 14's table: each read against the floor, PostgreSQL against SQLite, and processes."""
+    clients = sorted(
+        {int(k.split("/c")[1].split("/")[0]) for k in results.metrics if k.startswith("metadata/floor/c")}
+    )
+    if not clients or not any(k.startswith("metadata/sqlite/model/") for k in results.metrics):
+        return []
+    lines = [
+        "| read | clients | floor req/s | SQLite req/s (x floor) | SQLite p99 | SQLite CPU/request "
+        "| PostgreSQL req/s (x SQLite) | PostgreSQL p99 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key, label in READ_ROWS:
+        for c in clients:
+            floor = results.median(f"metadata/floor/c{c}/rps")
+            lite = results.median(f"metadata/sqlite/{key}/c{c}/rps")
+            if lite is None:
+                continue
+            pg = results.median(f"metadata/postgresql/{key}/c{c}/rps")
+            lines.append(
+                f"| {label} | {c} | {_fmt(floor)} | {_fmt(lite)}{_ratio(lite, floor)} "
+                f"| {_fmt(results.median(f'metadata/sqlite/{key}/c{c}/p99_ms'), 'ms')} "
+                f"| {_fmt(results.median(f'metadata/sqlite/{key}/c{c}/cpu_ms'), 'ms')} "
+                f"| {_fmt(pg)}{_ratio(pg, lite)} "
+                f"| {_fmt(results.median(f'metadata/postgresql/{key}/c{c}/p99_ms'), 'ms')} |"
+            )
+    top = max(clients)
+    processes = sorted(
+        int(k.split("/")[2].removeprefix("workers"))
+        for k in results.metrics
+        if k.startswith("metadata/sqlite/workers") and k.endswith(f"/c{top}/rps")
+    )
+    if processes:
+        one = results.median(f"metadata/sqlite/workers1/model/c{top}/rps")
+        cells = []
+        for n in processes:
+            rate = results.median(f"metadata/sqlite/workers{n}/model/c{top}/rps")
+            cells.append(f"{n}: {_fmt(rate)} req/s{_ratio(rate, one) if n != 1 else ''}")
+        lines += ["", f"Model read at {top} clients, SQLite, by API processes: " + "; ".join(cells) + "."]
+    return lines
+
+
 def render(results: Results, wanted: Sequence[Target]) -> str:
     parts = ["### Targets (ratios of medians from this run)", "", *targets_table(results, wanted), ""]
+    reads = reads_table(results)
+    if reads:
+        parts += ["### Metadata reads (issue 14)", "", *reads, ""]
     parts += ["### Measurements (medians over repeats)", "", *measurements_table(results), ""]
     if results.notes:
         parts += ["### Notes", "", *[f"- {n}" for n in results.notes], ""]

@@ -69,7 +69,8 @@ def main() -> None:
                 for mode in times:
                     name = f"{mode}-{repeat}"
                     httpx.post(
-                        f"{server.url}/v1/models", json={"name": name, "architecture": "mlp", "config": config}
+                        f"{server.url}/v1/models",
+                        json={"name": name, "architecture": "mlp", "config": config},
                     ).raise_for_status()
                     os.environ["WEIGHTVAULT_RESUMABLE_THRESHOLD"] = str(size * 2 if mode == "direct" else 1)
                     original = httpx.Client.patch
@@ -86,7 +87,9 @@ def main() -> None:
         print(f"{size_label(size)} checkpoint, {args.repeats} repeats, medians:")
         for mode, values in times.items():
             median = statistics.median(values)
-            print(f"  {mode:10s} {median:7.2f} s  ({median / base:.2f}x direct)  runs: {[round(v, 2) for v in values]}")
+            print(
+                f"  {mode:10s} {median:7.2f} s  ({median / base:.2f}x direct)  runs: {[round(v, 2) for v in values]}"
+            )
 
 
 if __name__ == "__main__":

@@ -80,6 +80,11 @@ async def page_params(
         if hasattr(request.app.state, "runtime")
         else MAX_LIMIT
     )
+    return make_page_params(limit=limit, cursor=cursor, cap=cap)
+
+
+def make_page_params(*, limit: int, cursor: str | None, cap: int) -> PageParams:
+    """``?limit=&cursor=`` as a page to fetch (the limit capped at ``cap``); raises ``InvalidCursor``."""
     after, filters = decode_cursor(cursor) if cursor else (None, {})
     return PageParams(limit=min(limit, cap), after=after, filters=filters, has_cursor=bool(cursor))
 

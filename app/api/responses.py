@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import SerializerFunctionWrapHandler, WrapSerializer
+from pydantic import SerializationInfo, SerializerFunctionWrapHandler, WrapSerializer
 
 # A Python str holds code points: a surrogate in one is always a lone (unencodable) one.
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -35,7 +35,14 @@ def clean(value: Any) -> Any:
     return value
 
 
-def _serialize(value: Any, handler: SerializerFunctionWrapHandler) -> Any:
+# Serialisation context saying the caller retries without it if the output cannot be encoded (as
+# ``app.api.fast_reads`` does): values go out as they are, with no walk through every string of them.
+AS_STORED: dict[str, bool] = {"weightvault_as_stored": True}
+
+
+def _serialize(value: Any, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+    if info.context is AS_STORED:
+        return handler(value)
     return handler(clean(value))
 
 

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import pydantic_core
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_BUSY_TIMEOUT_MS = 50
 WRITE_OPTION = "weightvault_write"
 READ_OPTION = "weightvault_read"
+T = TypeVar("T")
+HELD_READ_SECONDS = 5.0
 
 
 def json_loads(text: str | bytes) -> Any:
@@ -37,7 +43,36 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, json_deserializer=json_loads)
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def make_read_engine(url: str) -> Engine:
+    """An engine for the hot reads ``app.api.fast_reads`` answers, each of which falls back to FastAPI (and
+    the main engine) when it fails.
+
+    SQLite: one connection, used only by the event loop's thread, so a read never waits for a pool; its
+    busy timeout is short, as a read that had to wait would stall the loop (WAL readers do not wait for
+    writers; this covers the rare recovery lock). PostgreSQL: a pool without ``pool_pre_ping``, whose
+    ``SELECT 1`` round trip per checkout cost as much as the read: a connection the server dropped fails
+    its read, the pool discards it and FastAPI's retry runs on the pre-pinged main engine.
+    """
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": READ_BUSY_TIMEOUT_MS / 1000},
+            json_deserializer=json_loads,
+            poolclass=StaticPool,
+        )
+        _configure_sqlite(engine, busy_timeout_ms=READ_BUSY_TIMEOUT_MS)
+        return engine
+    # Small: these connections come on top of the main pool's, per API process, against the server's
+    # max_connections (100 by default); a read waiting for one waits in a worker thread, not the loop.
+    return create_engine(url, pool_size=5, max_overflow=5, json_deserializer=json_loads)
+
+
+def is_file_sqlite(url: str) -> bool:
+    """A SQLite database in a file (a second connection to ``:memory:`` would be another database)."""
+    return url.startswith("sqlite") and ":memory:" not in url and not url.rstrip("/").endswith("sqlite:")
+
+
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control from pysqlite so that writers can ask for BEGIN IMMEDIATE:
@@ -46,7 +81,7 @@ def _configure_sqlite(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.close()
@@ -74,6 +109,46 @@ def read_connection(engine: Engine) -> Iterator[Connection]:
         else:
             conn.execution_options(isolation_level="AUTOCOMMIT")
         yield conn
+
+
+class HeldReadConnection:
+    """A read connection kept open between reads, for the SQLite reads the event loop runs itself: opening
+    and closing one (a pool check-out, events, a new ``Connection``) cost about a third of a read by key.
+
+    Each statement is still its own snapshot, as on ``read_connection``'s connections: no ``BEGIN`` is sent
+    and every result is fetched to its end, which ends the statement's read. A database error discards
+    the connection; the next read opens another. So does age: a SQLite connection that was open while
+    another one bulk-wrote and analysed the tables read a model 4x slower than a new one (measured after
+    ``benchmarks.fill``), and a reconnection every few seconds costs nothing measurable.
+    """
+
+    def __init__(self, engine: Engine, max_age_seconds: float = HELD_READ_SECONDS) -> None:
+        self.engine = engine
+        self.max_age_seconds = max_age_seconds
+        self._conn: Connection | None = None
+        self._opened = 0.0
+
+    def run(self, read: Callable[[Connection], T]) -> T:
+        conn = self._conn
+        if conn is not None and time.monotonic() - self._opened > self.max_age_seconds:
+            self.close()
+            conn = None
+        if conn is None:
+            conn = self.engine.connect()
+            conn.execution_options(**{READ_OPTION: True})
+            self._conn, self._opened = conn, time.monotonic()
+        try:
+            return read(conn)
+        except DBAPIError:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Close the connection, the driver's too (the engine's pool holds this one connection)."""
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            conn.close()
+            self.engine.dispose()
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

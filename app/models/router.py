@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from sqlalchemy import Connection
 
 from app.api.names import check_alias
-from app.api.pagination import Page, bind_filters, page_of
+from app.api.pagination import Page, PageParams, bind_filters, page_of
 from app.auth.policy import requires
 from app.db.engine import read_connection
 from app.deps import (
@@ -56,15 +57,22 @@ def list_models(
     runtime: RuntimeDep, page: PageDep, q: NameContains = None, architecture: ArchitectureFilter = None
 ) -> Page[ModelRead]:
     """Models in name order; a cursor continues the filtered list it came from."""
-    filters = bind_filters(page, {"q": q.lower() if q else q, "architecture": architecture})
     with read_connection(runtime.engine) as conn:
-        found = service.read_model_list(
-            conn=conn,
-            limit=page.limit,
-            after=page.after,
-            q=filters.get("q", ""),
-            architecture=filters.get("architecture", ""),
-        )
+        return model_page(conn=conn, page=page, q=q, architecture=architecture)
+
+
+def model_page(
+    *, conn: Connection, page: PageParams, q: str | None, architecture: str | None
+) -> Page[ModelRead]:
+    """``GET /v1/models`` once its parameters are parsed (also answered by ``app.api.fast_reads``)."""
+    filters = bind_filters(page, {"q": q.lower() if q else q, "architecture": architecture})
+    found = service.read_model_list(
+        conn=conn,
+        limit=page.limit,
+        after=page.after,
+        q=filters.get("q", ""),
+        architecture=filters.get("architecture", ""),
+    )
     rows, cursor = page_of(found, page, key=lambda m: m.name, filters=filters)
     return Page(items=rows, next_cursor=cursor)
 
@@ -72,7 +80,12 @@ def list_models(
 @router.get("/{model}", dependencies=[requires("read")])
 def get_model(model: ModelName, runtime: RuntimeDep) -> ModelRead:
     with read_connection(runtime.engine) as conn:
-        return service.read_model(conn=conn, name=model)
+        return model_record(conn=conn, model=model)
+
+
+def model_record(*, conn: Connection, model: str) -> ModelRead:
+    """``GET /v1/models/{model}`` (also answered by ``app.api.fast_reads``)."""
+    return service.read_model(conn=conn, name=model)
 
 
 @router.patch("/{model}", dependencies=[requires("write")])

@@ -70,6 +70,10 @@ def configure_logging(level: str = "INFO", json_lines: bool | None = None) -> No
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+    # RequestContextMiddleware logs every request with its id. uvicorn's own access line (off in `serve`,
+    # but back on in each API process of `--workers N`, which call this after uvicorn configured them)
+    # would log each request twice: a fifth of a fast read's time.
+    logging.getLogger("uvicorn.access").disabled = True
     # Libraries' start-up chatter (alembic's plugin list, uvicorn's lifecycle lines, the ONNX exporter's
     # passes) says nothing an operator acts on; serve logs its own summary instead. Warnings still show.
     for name in QUIET_LOGGERS:

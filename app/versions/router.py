@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from app.api.pagination import Page, bind_filters, page_of
+from app.api.pagination import Page, PageParams, bind_filters, page_of
+from app.artifacts.naming import DownloadUrl
 from app.artifacts.urls import download_urls
 from app.auth.policy import requires
 from app.db.engine import read_connection
@@ -107,26 +109,35 @@ def list_versions(
         Query(description="Version number order, 'asc' by default; 'desc' lists the newest first."),
     ] = None,
 ) -> Page[VersionRead]:
+    url = download_urls(request)
+    with read_connection(runtime.engine) as conn:
+        return version_page(conn=conn, url=url, model=model, page=page, order=order)
+
+
+def version_page(
+    *, conn: Connection, url: DownloadUrl, model: str, page: PageParams, order: str | None
+) -> Page[VersionRead]:
+    """``GET .../versions`` once its parameters are parsed (also answered by ``app.api.fast_reads``)."""
     # A cursor continues the order it was made in; "asc" is the unfiltered list.
     filters = bind_filters(page, {"order": None if order is None else ("" if order == "asc" else order)})
     newest_first = filters.get("order") == "desc"
-    with read_connection(runtime.engine) as conn:
-        rows = service.read_version_page(
-            conn=conn,
-            model=model,
-            limit=page.limit,
-            after=page.after,
-            newest_first=newest_first,
-            url=download_urls(request),
-        )
+    rows = service.read_version_page(
+        conn=conn, model=model, limit=page.limit, after=page.after, newest_first=newest_first, url=url
+    )
     items, cursor = page_of(rows, page, key=lambda v: v.version, filters=filters)
     return Page(items=items, next_cursor=cursor)
 
 
 @router.get("/{ref}", dependencies=[requires("read")])
 def get_version(request: Request, model: ModelName, ref: Ref, runtime: RuntimeDep) -> VersionRead:
+    url = download_urls(request)
     with read_connection(runtime.engine) as conn:
-        return service.read_version(conn=conn, model=model, ref=ref, url=download_urls(request))
+        return version_record(conn=conn, url=url, model=model, ref=ref)
+
+
+def version_record(*, conn: Connection, url: DownloadUrl, model: str, ref: str) -> VersionRead:
+    """``GET .../versions/{ref}`` (also answered by ``app.api.fast_reads``)."""
+    return service.read_version(conn=conn, model=model, ref=ref, url=url)
 
 
 @router.patch("/{ref}", dependencies=[requires("write")])

@@ -71,3 +71,6 @@ def test_no_api_process_serves_a_stale_read_after_a_write(
         assert {r.status_code for r in _every(url, "/v1/models/demo/versions/prod")} == {404}
         assert {tuple(r.json()["aliases"]) for r in _every(url, "/v1/models/demo")} == {()}
         client.close()
+    # One access line per request, ours (with its request id): not uvicorn's too, in either process.
+    log = (tmp_path / "api.log").read_text()
+    assert "weightvault.access" in log and "uvicorn.access" not in log

@@ -1,0 +1,251 @@
+"""The hot GETs answered without FastAPI's routing, dependency solving and response re-validation.
+
+CI systems, deploy scripts and dashboards poll a registry: ``GET /v1/models``, ``/v1/models/{m}``,
+``.../versions`` and ``.../versions/{ref}`` are most of its traffic. Through FastAPI each crossed the
+included routers' matching, the app-wide and route dependencies, two thread-pool hops (the sync endpoint,
+then the validation of what it returned) and a second validation of a response model the service had just
+built. This ASGI middleware matches those four paths itself and calls the very functions the routes call
+(``model_record``, ``model_page``, ``version_record``, ``version_page``), so the body is the same.
+
+It answers only the plain case: a GET without a body, by a caller allowed to read (auth off, or a valid
+token: one indexed statement, nothing cached, so a revoked token is refused by the very next request), with
+query parameters it can parse exactly as the route would (each given once, digits for ``limit``).
+Anything else, and any error (a missing model, a bad cursor, a refused token), goes on to FastAPI
+unchanged, which answers it as it always did: the error bodies, the 422s and the auth refusals have one
+implementation. A read that fails here is read again there.
+
+SQLite reads run on the event loop, on a connection of the loop's own (``Runtime.read_engine``): a read
+by key or one page takes a few hundred microseconds, no writer can block it (WAL readers never wait for
+writers; its busy timeout is 50 ms, after which FastAPI answers), and the hand-off to the thread pool
+cost more than the read. PostgreSQL reads go to the thread pool, as a network round trip or an exhausted
+pool must never stall the loop that streams uploads and downloads; their pool skips the pre-ping (a dead
+connection fails the read, which FastAPI then answers on the main, pre-pinged pool).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from pydantic import TypeAdapter
+from pydantic_core import PydanticSerializationError
+from sqlalchemy import Connection, Engine
+from starlette._utils import get_route_path
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.api.pagination import Page, make_page_params
+from app.api.responses import AS_STORED
+from app.artifacts.urls import download_urls
+from app.auth.service import allows
+from app.db.engine import read_connection
+from app.models.router import model_page, model_record
+from app.models.schemas import ModelRead
+from app.runtime import Runtime
+from app.versions.router import version_page, version_record
+from app.versions.schemas import VersionRead
+
+# app.state attribute: False turns the fast path off (tests compare it with FastAPI's answers).
+ENABLED_ATTR = "fast_reads"
+
+_SEGMENT = "[^/]+"
+_MODEL = re.compile(f"/v1/models/({_SEGMENT})")
+_VERSIONS = re.compile(f"/v1/models/({_SEGMENT})/versions")
+_VERSION = re.compile(f"/v1/models/({_SEGMENT})/versions/({_SEGMENT})")
+_LIMIT = re.compile("[1-9][0-9]{0,8}")
+# The routes' declared bounds (app.deps ModelName/Ref, app.models.router, app.api.pagination).
+_MAX_PATH_PARAM = 1024
+_MAX_FILTER = 128
+_MAX_CURSOR = 4096
+
+
+@dataclass(frozen=True)
+class ReadRoute:
+    """What ``scope["route"]`` holds for a read answered here: its template, as the metrics label it."""
+
+    path: str
+
+
+_MODEL_ROUTE = ReadRoute("/v1/models/{model}")
+_MODELS_ROUTE = ReadRoute("/v1/models")
+_VERSIONS_ROUTE = ReadRoute("/v1/models/{model}/versions")
+_VERSION_ROUTE = ReadRoute("/v1/models/{model}/versions/{ref}")
+
+# FastAPI serialises a response through a TypeAdapter of the route's return annotation; so do we.
+_MODEL_JSON = TypeAdapter(ModelRead)
+_MODELS_JSON = TypeAdapter(Page[ModelRead])
+_VERSION_JSON = TypeAdapter(VersionRead)
+_VERSIONS_JSON = TypeAdapter(Page[VersionRead])
+
+
+class _NotHere(Exception):
+    """The request is not one this path answers as FastAPI would: FastAPI takes it."""
+
+
+def _query(scope: Scope, allowed: frozenset[str]) -> dict[str, str]:
+    raw: bytes = scope.get("query_string", b"")
+    if not raw:
+        return {}
+    pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
+    found = dict(pairs)
+    if len(found) != len(pairs) or not found.keys() <= allowed:
+        raise _NotHere
+    return found
+
+
+def _limit(query: dict[str, str], cap: int) -> tuple[int, str | None]:
+    text = query.get("limit")
+    if text is not None and not _LIMIT.fullmatch(text):
+        raise _NotHere
+    cursor = query.get("cursor")
+    if cursor is not None and len(cursor) > _MAX_CURSOR:
+        raise _NotHere
+    return (50 if text is None else int(text)), cursor
+
+
+def _filter(query: dict[str, str], name: str) -> str | None:
+    value = query.get(name)
+    if value is not None and len(value) > _MAX_FILTER:
+        raise _NotHere
+    return value
+
+
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _guarded(read: Callable[[Connection], Any], authorization: str | None) -> Callable[[Connection], Any]:
+    """``read`` behind the ``read`` scope's check; FastAPI answers a refusal (401 or 403, its message)."""
+
+    def guarded(conn: Connection) -> Any:
+        if not allows(conn=conn, authorization=authorization, needed="read"):
+            raise _NotHere
+        return read(conn)
+
+    return guarded
+
+
+def _on_a_connection(engine: Engine, read: Callable[[Connection], Any]) -> Any:
+    with read_connection(engine) as conn:
+        return read(conn)
+
+
+class FastReads:
+    """ASGI middleware answering the four hot GETs in their plain case (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            answer = self._match(scope)
+            if answer is not None:
+                route, read, adapter = answer
+                try:
+                    body = await self._run(scope, read, adapter)
+                except Exception:
+                    body = None  # FastAPI reads it again and answers as it always does
+                if body is not None:
+                    scope["route"] = route
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": 200,
+                            "headers": [
+                                (b"content-length", str(len(body)).encode()),
+                                (b"content-type", b"application/json"),
+                            ],
+                        }
+                    )
+                    await send({"type": "http.response.body", "body": body})
+                    return
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _run(scope: Scope, read: Callable[[Connection], Any], adapter: TypeAdapter[Any]) -> bytes:
+        runtime: Runtime = scope["app"].state.runtime
+        if runtime.settings.auth_enabled:
+            read = _guarded(read, _header(scope, b"authorization"))
+        if runtime.reads_on_loop:
+            value = runtime.loop_reads.run(read)
+        else:
+            value = await run_in_threadpool(_on_a_connection, runtime.read_engine, read)
+        try:
+            return adapter.dump_json(value, by_alias=True, context=AS_STORED)
+        except PydanticSerializationError:  # a lone surrogate stored long ago: clean the strings
+            return adapter.dump_json(value, by_alias=True)
+
+    def _match(self, scope: Scope) -> tuple[ReadRoute, Callable[[Connection], Any], TypeAdapter[Any]] | None:
+        state = scope["app"].state
+        runtime: Runtime | None = getattr(state, "runtime", None)
+        if runtime is None or not getattr(state, ENABLED_ATTR, True):
+            return None
+        path = get_route_path(scope)
+        if not path.startswith("/v1/models") or _has_body(scope):
+            return None
+        try:
+            return self._read_for(scope, path, runtime)
+        except _NotHere:
+            return None
+
+    @staticmethod
+    def _read_for(
+        scope: Scope, path: str, runtime: Runtime
+    ) -> tuple[ReadRoute, Callable[[Connection], Any], TypeAdapter[Any]] | None:
+        cap = runtime.settings.max_page_size
+        if path == "/v1/models":
+            query = _query(scope, frozenset({"limit", "cursor", "q", "architecture"}))
+            limit, cursor = _limit(query, cap)
+            q, architecture = _filter(query, "q"), _filter(query, "architecture")
+
+            def models(conn: Connection) -> Any:
+                page = make_page_params(limit=limit, cursor=cursor, cap=cap)
+                return model_page(conn=conn, page=page, q=q, architecture=architecture)
+
+            return _MODELS_ROUTE, models, _MODELS_JSON
+        if (found := _MODEL.fullmatch(path)) is not None:
+            (model,) = found.groups()
+            if len(model) > _MAX_PATH_PARAM or scope.get("query_string"):
+                return None
+            return _MODEL_ROUTE, lambda conn: model_record(conn=conn, model=model), _MODEL_JSON
+        if (found := _VERSION.fullmatch(path)) is not None:
+            model, ref = found.groups()
+            if len(model) > _MAX_PATH_PARAM or len(ref) > _MAX_PATH_PARAM or scope.get("query_string"):
+                return None
+            url = download_urls(Request(scope))
+            return (
+                _VERSION_ROUTE,
+                lambda conn: version_record(conn=conn, url=url, model=model, ref=ref),
+                _VERSION_JSON,
+            )
+        if (found := _VERSIONS.fullmatch(path)) is not None:
+            (model,) = found.groups()
+            if len(model) > _MAX_PATH_PARAM:
+                return None
+            query = _query(scope, frozenset({"limit", "cursor", "order"}))
+            limit, cursor = _limit(query, cap)
+            order = query.get("order")
+            if order not in (None, "asc", "desc"):
+                return None
+            url = download_urls(Request(scope))
+
+            def versions(conn: Connection) -> Any:
+                page = make_page_params(limit=limit, cursor=cursor, cap=cap)
+                return version_page(conn=conn, url=url, model=model, page=page, order=order)
+
+            return _VERSIONS_ROUTE, versions, _VERSIONS_JSON
+        return None

@@ -1,0 +1,179 @@
+"""The hot GETs answered by ``app.api.fast_reads`` are byte for byte what FastAPI answers, and every case
+the fast path does not answer (errors, odd parameters, refused tokens) is FastAPI's answer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from app.api import fast_reads
+from app.auth.service import create_token, revoke_token
+from app.main import create_app
+from app.settings import Settings
+from tests.checkpoints import SimpleModel, save
+from tests.conftest import create_model, upload
+
+
+def _answer(client: TestClient, path: str, *, fast: bool, **kwargs: Any) -> tuple[int, bytes, dict[str, str]]:
+    client.app.state.fast_reads = fast  # type: ignore[attr-defined]
+    response = client.get(path, **kwargs)
+    headers = {k: v for k, v in response.headers.items() if k != "x-request-id"}
+    return response.status_code, response.content, headers
+
+
+@pytest.fixture
+def answered_fast(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths the fast path answered itself (a read it gave up on is not counted)."""
+    seen: list[str] = []
+    original = fast_reads.FastReads._run
+
+    async def spy(scope: Any, read: Any, adapter: Any) -> bytes:
+        body = await original(scope, read, adapter)
+        seen.append(scope["path"])
+        return body
+
+    monkeypatch.setattr(fast_reads.FastReads, "_run", staticmethod(spy))
+    return seen
+
+
+def _populate(client: TestClient, tmp_path: Path) -> None:
+    create_model(client, "demo", metadata={"team": "vision", "note": "caf\u00e9"})
+    create_model(client, "other-mlp", "mlp")
+    create_model(client, "x_y.z")
+    for seed in range(3):
+        weights = save(SimpleModel().state_dict(), tmp_path / f"w{seed}.pt")
+        assert upload(client, "demo", weights).status_code == 201
+    assert client.put("/v1/models/demo/aliases/prod", json={"version": 2}).is_success
+    assert client.patch("/v1/models/demo/versions/1", json={"metadata": {"acc": 0.5}}).is_success
+
+
+PATHS = [
+    "/v1/models/demo",
+    "/v1/models/ghost",
+    "/v1/models/Bad%20Name",
+    "/v1/models/demo?x=1",
+    "/v1/models/demo/",
+    f"/v1/models/{'a' * 1100}",
+    "/v1/models/demo/versions/1",
+    "/v1/models/demo/versions/prod",
+    "/v1/models/demo/versions/latest",
+    "/v1/models/demo/versions/9",
+    "/v1/models/demo/versions/no-such-alias",
+    "/v1/models/ghost/versions/1",
+    "/v1/models/demo/versions/1?format=x",
+    "/v1/models/demo/versions",
+    "/v1/models/demo/versions?limit=2",
+    "/v1/models/demo/versions?limit=2&order=desc",
+    "/v1/models/demo/versions?order=asc",
+    "/v1/models/demo/versions?order=sideways",
+    "/v1/models/demo/versions?limit=0",
+    "/v1/models/demo/versions?limit=abc",
+    "/v1/models/demo/versions?limit=007",
+    "/v1/models/demo/versions?limit=1&limit=2",
+    "/v1/models/demo/versions?cursor=garbage",
+    "/v1/models/demo/versions?sort=desc",
+    "/v1/models/ghost/versions",
+    "/v1/models",
+    "/v1/models?limit=1",
+    "/v1/models?q=DEM",
+    "/v1/models?q=_",
+    "/v1/models?q=%25",
+    "/v1/models?q=",
+    "/v1/models?architecture=mlp",
+    "/v1/models?q=o&architecture=simple-linear",
+    "/v1/models?q=" + "q" * 129,
+    "/v1/models?name=demo",
+]
+
+
+def test_fast_answers_equal_fastapi_answers(
+    client: TestClient, tmp_path: Path, answered_fast: list[str]
+) -> None:
+    _populate(client, tmp_path)
+    for path in PATHS:
+        assert _answer(client, path, fast=True) == _answer(client, path, fast=False), path
+    # Cursors: the next page of each list, through both paths.
+    for path in ("/v1/models/demo/versions?limit=1&order=desc", "/v1/models?limit=1"):
+        cursor = client.get(path).json()["next_cursor"]
+        assert cursor
+        following = f"{path}&cursor={cursor}"
+        assert _answer(client, following, fast=True) == _answer(client, following, fast=False)
+    # The plain reads were answered by the fast path, and its errors were not.
+    assert "/v1/models/demo" in answered_fast and "/v1/models/demo/versions/prod" in answered_fast
+    assert "/v1/models/demo/versions" in answered_fast and "/v1/models" in answered_fast
+    assert "/v1/models/ghost" not in answered_fast
+
+
+def test_search_finds_by_substring_and_architecture(client: TestClient, tmp_path: Path) -> None:
+    _populate(client, tmp_path)
+    for fast in (True, False):
+        client.app.state.fast_reads = fast  # type: ignore[attr-defined]
+
+        def names(query: str) -> list[str]:
+            response = client.get(f"/v1/models?{query}")
+            assert response.status_code == 200, response.text
+            return [item["name"] for item in response.json()["items"]]
+
+        assert names("q=DEM") == ["demo"]
+        assert names("q=_y.") == ["x_y.z"]
+        assert names("q=%25") == []  # % and _ match literally
+        assert names("q=_") == ["x_y.z"]
+        assert names("architecture=mlp") == ["other-mlp"]
+        assert names("q=o&architecture=simple-linear") == ["demo"]
+        assert names("q=o&architecture=mlp") == ["other-mlp"]
+        assert names("q=zzz") == []
+
+
+def test_a_stored_lone_surrogate_is_served_as_fastapi_serves_it(client: TestClient, tmp_path: Path) -> None:
+    _populate(client, tmp_path)
+    engine = client.app.state.runtime.engine  # type: ignore[attr-defined]
+    with engine.begin() as conn:  # JSON text as an old release could have stored it
+        conn.execute(
+            text("UPDATE models SET metadata = :m WHERE name = 'demo'"), {"m": '{"a": "bad \\ud800"}'}
+        )
+    fast = _answer(client, "/v1/models/demo", fast=True)
+    assert fast == _answer(client, "/v1/models/demo", fast=False)
+    assert fast[0] == 200 and "bad \ufffd" in fast[1].decode()
+
+
+@pytest.fixture
+def secured(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(
+        create_app(settings.model_copy(update={"auth": "on"})), raise_server_exceptions=False
+    ) as client:
+        yield client
+
+
+def test_with_auth_on_a_revoked_token_is_refused_by_the_next_read(
+    secured: TestClient, tmp_path: Path, answered_fast: list[str]
+) -> None:
+    runtime = secured.app.state.runtime  # type: ignore[attr-defined]
+    with runtime.sessions() as session:
+        admin = create_token(session=session, scope="admin")[1]
+        read = create_token(session=session, scope="read")[1]
+    as_admin = {"Authorization": f"Bearer {admin}"}
+    created = secured.post(
+        "/v1/models", json={"name": "demo", "architecture": "simple-linear"}, headers=as_admin
+    )
+    assert created.status_code == 201
+    as_reader = {"Authorization": f"Bearer {read}"}
+    for headers in (
+        as_reader,
+        {},
+        {"Authorization": "Bearer nonsense"},
+        {"Authorization": f"Bearer {read}x"},
+    ):
+        for path in ("/v1/models/demo", "/v1/models", "/v1/models/demo/versions"):
+            expected = _answer(secured, path, fast=False, headers=headers)
+            assert _answer(secured, path, fast=True, headers=headers) == expected, (path, headers)
+    assert answered_fast.count("/v1/models/demo") == 1  # the reader's; the refusals were FastAPI's
+    assert secured.get("/v1/models/demo", headers=as_reader).status_code == 200
+    with runtime.sessions() as session:
+        assert revoke_token(session=session, public_id=read.split("_")[1])
+    refused = secured.get("/v1/models/demo", headers=as_reader)
+    assert refused.status_code == 401 and "revoked" in refused.json()["error"]["message"]
