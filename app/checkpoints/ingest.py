@@ -46,12 +46,20 @@ class ProofFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class WrittenArtifact:
+    """A proven artifact in the workdir: the whole file at ``path`` (``storage="file"``), or the recipe
+    composing it at ``path`` (``storage="recipe"``, stored as the blob ``recipe_sha256``) reading the
+    tensor blobs ``tensors``, staged under ``tensor_dir`` unless the store already held them."""
+
     kind: str
     format: str
     path: Path
     sha256: str
     size: int
     validation: dict[str, Any]
+    storage: str = "file"
+    recipe_sha256: str | None = None
+    tensors: tuple[str, ...] = ()
+    tensor_dir: Path | None = None
 
 
 @dataclass(frozen=True)
