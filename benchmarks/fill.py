@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, func, insert, select, update
 
-from app.artifacts.models import Artifact
+from app.artifacts.models import Artifact, ArtifactTensor
 from app.db.base import utcnow
 from app.models.models import RegisteredModel
 from app.versions.models import Version
@@ -31,7 +31,15 @@ def _template(engine: Engine) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         artifacts = conn.execute(
             select(Artifact.__table__).where(Artifact.version_id == version["id"]).order_by(Artifact.id)
         ).mappings()
-        return dict(version), [dict(a) for a in artifacts]
+        found = [dict(a) for a in artifacts]
+        # A recipe-backed artifact's tensor blobs: each copy gets the same rows (fsck checks them).
+        for artifact in found:
+            artifact["_tensors"] = list(
+                conn.scalars(
+                    select(ArtifactTensor.sha256).where(ArtifactTensor.artifact_id == artifact["id"])
+                )
+            )
+        return dict(version), found
 
 
 def _next_id(engine: Engine, column: Any) -> int:
@@ -93,6 +101,7 @@ def fill(
         artifact_id = _next_id(engine, Artifact.id)
         version_rows: list[dict[str, Any]] = []
         artifact_rows: list[dict[str, Any]] = []
+        tensor_rows: list[dict[str, Any]] = []
         bumps: dict[int, int] = {}
         for owner, count in owners:
             first = 1
@@ -115,15 +124,21 @@ def fill(
                     }
                 )
                 for artifact in artifacts:
-                    artifact_rows.append({**artifact, "id": artifact_id, "version_id": version_id})
+                    row = {k: v for k, v in artifact.items() if k != "_tensors"}
+                    artifact_rows.append({**row, "id": artifact_id, "version_id": version_id})
+                    tensor_rows.extend(
+                        {"artifact_id": artifact_id, "sha256": t} for t in artifact["_tensors"]
+                    )
                     artifact_id += 1
                 version_id += 1
             if len(version_rows) >= 4 * CHUNK:
                 _insert(engine, Version.__table__, version_rows)
                 _insert(engine, Artifact.__table__, artifact_rows)
-                version_rows, artifact_rows = [], []
+                _insert(engine, ArtifactTensor.__table__, tensor_rows)
+                version_rows, artifact_rows, tensor_rows = [], [], []
         _insert(engine, Version.__table__, version_rows)
         _insert(engine, Artifact.__table__, artifact_rows)
+        _insert(engine, ArtifactTensor.__table__, tensor_rows)
         with engine.begin() as conn:
             for owner, last in bumps.items():
                 conn.execute(

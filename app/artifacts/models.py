@@ -1,4 +1,4 @@
-"""Table: artifacts, each pointing at a content-addressed blob."""
+"""Tables: artifacts, each a content-addressed blob or a recipe composing it; the tensor blobs recipes use."""
 
 from __future__ import annotations
 
@@ -28,5 +28,22 @@ class Artifact(Base):
     packaging: Mapped[str] = mapped_column(String(16), default="file", server_default="file")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     validation: Mapped[dict[str, Any]]
+    # How the bytes are stored (app.artifacts.stored): "file", the blob named ``sha256`` is the download;
+    # "recipe", the blob named ``recipe_sha256`` is a recipe composing it from tensor blobs, whose names
+    # are the artifact's ``tensors`` rows (what gc and fsck count without parsing every recipe).
+    storage: Mapped[str] = mapped_column(String(16), default="file", server_default="file")
+    recipe_sha256: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
 
     version: Mapped[Version] = relationship(back_populates="artifacts")
+    tensors: Mapped[list[ArtifactTensor]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, lazy="raise"
+    )
+
+
+class ArtifactTensor(Base):
+    """A tensor blob a recipe-backed artifact's recipe reads: kept while any such row names it."""
+
+    __tablename__ = "artifact_tensors"
+
+    artifact_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id", ondelete="CASCADE"), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)

@@ -8,9 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response
 
 from app.api.pagination import Page
-from app.artifacts import service
+from app.artifacts import service, stored
 from app.artifacts.naming import download_filename, media_type
-from app.artifacts.responses import BlobResponse, etag_matches
+from app.artifacts.responses import BlobResponse, ComposedResponse, etag_matches
 from app.artifacts.schemas import ArtifactRead
 from app.auth.policy import requires
 from app.deps import DownloadUrlDep, StoreDep, ValidModel, ValidVersion
@@ -69,6 +69,16 @@ def download_artifact(
     }
     if etag_matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
+    if stored.is_recipe(artifact):
+        recipe = stored.recipe_of(store=store, artifact=artifact)
+        assert artifact.recipe_sha256 is not None
+        return ComposedResponse(
+            recipe,
+            store,
+            recipe_stat=os.stat(store.path_for(artifact.recipe_sha256)),
+            headers=headers,
+            media_type=media_type(packaging),
+        )
     path = store.path_for(artifact.sha256)
     return BlobResponse(
         path,

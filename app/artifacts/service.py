@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.artifacts import stored
 from app.artifacts.models import Artifact
 from app.artifacts.naming import PACKAGINGS, DownloadUrl, Packaging, download_filename, resolve_format
 from app.artifacts.schemas import ArtifactRead, ArtifactSnapshot
@@ -33,18 +34,20 @@ def find_artifact(*, version: Version, kind: str, fmt: str | None) -> Artifact:
 
 
 def artifact_hashes_of_model(*, session: Session, model_id: int) -> list[str]:
-    rows = session.scalars(select(Artifact.sha256).join(Version).where(Version.model_id == model_id))
-    return sorted(set(rows))
+    """Every blob the model's artifacts use (files, recipes and the tensor blobs recipes read)."""
+    artifacts = session.scalars(select(Artifact).join(Version).where(Version.model_id == model_id))
+    return sorted(stored.blob_names(session=session, artifacts=artifacts))
 
 
 def referenced(*, session: Session, sha256: str) -> bool:
-    return session.scalar(select(Artifact.id).where(Artifact.sha256 == sha256).limit(1)) is not None
+    return stored.is_referenced(session=session, sha256=sha256)
 
 
 def release_blobs(
     *, session: Session, store: BlobStore, hashes: Iterable[str], grace_seconds: float = RELEASE_GRACE_SECONDS
 ) -> list[str]:
-    """Remove files that no artifact row references and that no upload touched recently."""
+    """Remove blobs that no artifact row uses (as a file, a recipe or a recipe's tensor) and that no
+    upload touched recently."""
     removed = []
     now = time.time()
     for sha256 in hashes:

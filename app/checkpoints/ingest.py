@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,12 +40,8 @@ from app.checkpoints.validate import (
 from app.checkpoints.writer import (
     canonical_weights,
     own_storages,
-    write_full,
-    write_safetensors,
-    write_torch,
 )
 from app.errors import ArchitectureMismatch, UnreadableCheckpoint
-from app.storage.blobstore import sha256_file
 
 
 class ProofFailed(RuntimeError):
@@ -55,12 +50,20 @@ class ProofFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class WrittenArtifact:
+    """A proven artifact in the workdir: the whole file at ``path`` (``storage="file"``), or the recipe
+    composing it at ``path`` (``storage="recipe"``, stored as the blob ``recipe_sha256``) reading the
+    tensor blobs ``tensors``, staged under ``tensor_dir`` unless the store already held them."""
+
     kind: str
     format: str
     path: Path
     sha256: str
     size: int
     validation: dict[str, Any]
+    storage: str = "file"
+    recipe_sha256: str | None = None
+    tensors: tuple[str, ...] = ()
+    tensor_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -112,68 +115,27 @@ def ingest_checkpoint(
     canonical = own_storages(canonical_weights(weights, plan))
     training_state = own_storages(normal.training_state)
 
-    full_path = workdir / "full.pt"
-    safetensors_path = workdir / "weights.safetensors"
-    # Each file is hashed from the page cache in a thread while the next is written and the proofs run
-    # (hashlib releases the GIL), instead of one after another at the end.
-    with ThreadPoolExecutor(max_workers=1) as hashing:
-        write_full(full_path, canonical, training_state)
-        full_sha = hashing.submit(sha256_file, full_path)
-        write_safetensors(safetensors_path, canonical, plan)
-        safetensors_sha = hashing.submit(sha256_file, safetensors_path)
-        # Always written by us, never the upload's bytes: a served file holds only what torch.save
-        # writes (no smuggled members, no device names a CPU-only client cannot load).
-        pt_path = workdir / "weights.pt"
-        write_torch(pt_path, canonical)
-        pt_sha = sha256_file(pt_path)
-        stage("written")
-        fmt, layout, training = loaded.format, normal.layout, normal.training
-        # Drop the upload's tensors (and its memory map) before the proofs map the new files.
-        del loaded, normal, weights, canonical, training_state
+    fmt, layout, training = loaded.format, normal.layout, normal.training
+    from app.checkpoints.store_artifacts import store_artifacts  # imports this module: import when used
 
-        validations = {
-            (kind, artifact_format, path): prove_artifact(
-                kind=kind,
-                fmt=artifact_format,
-                path=path,
-                architecture=architecture,
-                config=config,
-                plan=plan,
-                limits=limits,
-                inputs=inputs,
-                reference=reference,
-            )
-            for kind, artifact_format, path in (
-                ("full", "pt", full_path),
-                ("weights", "safetensors", safetensors_path),
-                ("weights", "pt", pt_path),
-            )
-        }
-        written = [
-            ("full", "pt", full_path, full_sha.result()),
-            ("weights", "safetensors", safetensors_path, safetensors_sha.result()),
-            ("weights", "pt", pt_path, pt_sha),
-        ]
-    artifacts = [
-        WrittenArtifact(
-            kind=kind,
-            format=artifact_format,
-            path=path,
-            sha256=sha,
-            size=path.stat().st_size,
-            validation=validations[(kind, artifact_format, path)],
-        )
-        for kind, artifact_format, path, sha in written
-    ]
+    artifacts = store_artifacts(
+        workdir=workdir,
+        weights=canonical,
+        training_state=training_state,
+        architecture=architecture,
+        config=config,
+        plan=plan,
+        limits=limits,
+        inputs=inputs,
+        reference=reference,
+        stage=stage,
+    )
     if folder_kind is not None:
-        folder_weights = load_artifact_weights(
-            kind="weights", fmt="safetensors", path=safetensors_path, plan=plan, limits=limits
-        )
         hf = write_folder_artifact(
             folder_kind,
             architecture=architecture,
             config=config,
-            weights=folder_weights,
+            weights=canonical,
             extras=read.folder.extras if read.folder is not None else (),
             workdir=workdir,
             shard_bytes=hf_shard_bytes,
@@ -190,7 +152,6 @@ def ingest_checkpoint(
                 validation=hf.validation,
             )
         )
-        del folder_weights
     return IngestResult(
         files=describe_files(read.folder),
         format=fmt,

@@ -7,6 +7,7 @@ import struct
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from app.checkpoints.limits import ReadLimits
 from app.errors import LimitExceeded, UnreadableCheckpoint, UnsafeCheckpoint
@@ -35,10 +36,16 @@ class ZipSummary:
 
 def check_torch_zip(path: Path, limits: ReadLimits) -> ZipSummary:
     """Raise unless the archive has exactly the shape torch.save gives it."""
-    file_size = path.stat().st_size
-    _check_nothing_after_directory(path, file_size)
+    with path.open("rb") as handle:
+        return check_torch_zip_file(handle, path.stat().st_size, limits)
+
+
+def check_torch_zip_file(handle: BinaryIO, file_size: int, limits: ReadLimits) -> ZipSummary:
+    """``check_torch_zip`` on any seekable binary file of ``file_size`` bytes (a composed download is
+    checked through its reader, never written out)."""
+    _check_nothing_after_directory(handle, file_size)
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(handle) as archive:
             infos = archive.infolist()
             summary = _check_members(infos, file_size, limits)
             # Reading through zipfile verifies the pickle's CRC; torch's own reader does not.
@@ -125,14 +132,13 @@ def _check_members(infos: list[zipfile.ZipInfo], file_size: int, limits: ReadLim
     )
 
 
-def _check_nothing_after_directory(path: Path, file_size: int) -> None:
+def _check_nothing_after_directory(handle: BinaryIO, file_size: int) -> None:
     """torch.save ends the file with the end-of-directory record and no comment: anything after it
     (a second file glued on, as in zip/pickle polyglots) means the file is not what it claims."""
     if file_size < _END_OF_DIRECTORY.size:
         raise UnreadableCheckpoint("The zip archive is truncated (no end-of-directory record).")
-    with path.open("rb") as handle:
-        handle.seek(file_size - _END_OF_DIRECTORY.size)
-        signature, _counts, comment_length = _END_OF_DIRECTORY.unpack(handle.read(_END_OF_DIRECTORY.size))
+    handle.seek(file_size - _END_OF_DIRECTORY.size)
+    signature, _counts, comment_length = _END_OF_DIRECTORY.unpack(handle.read(_END_OF_DIRECTORY.size))
     if signature != b"PK\x05\x06" or comment_length:
         raise UnreadableCheckpoint(
             "The zip archive does not end with its directory: bytes were appended after it (or it is "

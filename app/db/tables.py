@@ -1,7 +1,7 @@
 """Import every table so ``Base.metadata`` is complete (Alembic and tests use this)."""
 
 from app.architectures.models import RegisteredArchitecture
-from app.artifacts.models import Artifact
+from app.artifacts.models import Artifact, ArtifactTensor
 from app.auth.models import ApiToken
 from app.db.base import Base
 from app.jobs.models import Job
@@ -13,6 +13,7 @@ __all__ = [
     "Alias",
     "ApiToken",
     "Artifact",
+    "ArtifactTensor",
     "Base",
     "Job",
     "RegisteredArchitecture",

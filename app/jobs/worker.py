@@ -19,8 +19,10 @@ from pathlib import Path
 import torch
 
 from app.architectures.builtin import SIMPLE_LINEAR
+from app.artifacts import stored
+from app.checkpoints.compose_load import load_composed_safetensors
 from app.checkpoints.ingest import load_artifact_weights
-from app.checkpoints.validate import blueprint
+from app.checkpoints.validate import blueprint, complete_tied
 from app.errors import ArchitectureNotFound
 from app.jobs import heartbeat, service
 from app.models.models import RegisteredModel
@@ -216,6 +218,11 @@ class Worker:
                 model.architecture,
                 dict(model.config),
             )
+            recipe = (
+                stored.recipe_of(store=self.runtime.store, artifact=weights_artifact)
+                if stored.is_recipe(weights_artifact)
+                else None
+            )
         try:
             architecture = self.runtime.registry.get(architecture_name)
         except ArchitectureNotFound:
@@ -223,13 +230,18 @@ class Worker:
                 "architecture_not_found", f"This worker does not know the architecture '{architecture_name}'."
             ) from None
         plan = blueprint(architecture, config)
-        weights = load_artifact_weights(
-            kind="weights",
-            fmt="safetensors",
-            path=self.runtime.store.path_for(sha256),
-            plan=plan,
-            limits=self.runtime.read_limits,
-        )
+        if recipe is not None:
+            # Composed from the tensor blobs, each mapped: the file is never written out.
+            tensors, _metadata = load_composed_safetensors(recipe, self.runtime.store, scratch=workdir)
+            weights = complete_tied(tensors, plan)
+        else:
+            weights = load_artifact_weights(
+                kind="weights",
+                fmt="safetensors",
+                path=self.runtime.store.path_for(sha256),
+                plan=plan,
+                limits=self.runtime.read_limits,
+            )
         with torch.inference_mode(False):
             return export_and_check(
                 architecture=architecture,

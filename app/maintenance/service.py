@@ -1,4 +1,5 @@
-"""``fsck`` proves every row has its intact file and lists files no row needs; ``gc`` removes those."""
+"""``fsck`` proves every row has its intact file or composition and lists blobs no row needs; ``gc`` removes
+those (tensor blobs included: exactly those no remaining recipe reads)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.artifacts.models import Artifact
+from app.artifacts import stored
+from app.artifacts.models import Artifact, ArtifactTensor
 from app.models.models import RegisteredModel
 from app.storage.blobstore import BlobStore, sha256_file
+from app.storage.composed import Recipe, RecipeError
+from app.storage.composed import verify as composition_problems
 from app.versions.models import Version
 
 
@@ -31,24 +35,52 @@ class FsckReport:
 
 
 def fsck(*, session: Session, store: BlobStore, rehash: bool = True) -> FsckReport:
-    """Re-hash every blob, and match artifact rows and blobs both ways."""
+    """Re-hash every blob (tensor blobs included), check every recipe-backed artifact's composition, and
+    match artifact rows and blobs both ways."""
     report = FsckReport()
     rows = session.execute(
         select(
+            Artifact.id,
             Artifact.sha256,
             Artifact.size,
             Artifact.kind,
             Artifact.format,
+            Artifact.storage,
+            Artifact.recipe_sha256,
             Version.number,
             RegisteredModel.name,
         )
         .join(Version, Artifact.version_id == Version.id)
         .join(RegisteredModel, Version.model_id == RegisteredModel.id)
     ).all()
+    tensor_rows: dict[int, set[str]] = {}
+    for artifact_id, tensor in session.execute(select(ArtifactTensor.artifact_id, ArtifactTensor.sha256)):
+        tensor_rows.setdefault(artifact_id, set()).add(tensor)
     referenced: dict[str, list[str]] = {}
-    for sha256, size, kind, fmt, number, model in rows:
+    verified: dict[str, list[str]] = {}  # each distinct recipe composed (and hashed) once
+    for artifact_id, sha256, size, kind, fmt, storage, recipe_sha256, number, model in rows:
         report.checked_rows += 1
         where = f"{model} v{number} {kind}/{fmt}"
+        if storage == stored.RECIPE and recipe_sha256 is not None:
+            referenced.setdefault(recipe_sha256, []).append(where)
+            for tensor in tensor_rows.get(artifact_id, set()):
+                referenced.setdefault(tensor, []).append(where)
+            report.problems.extend(
+                _check_recipe(
+                    store=store,
+                    where=where,
+                    recipe_sha256=recipe_sha256,
+                    size=size,
+                    sha256=sha256,
+                    tensors=tensor_rows.get(artifact_id, set()),
+                    rehash=rehash,
+                    verified=verified,
+                )
+            )
+            continue
+        if storage != stored.FILE:
+            report.problems.append(f"unknown storage: {where} is stored as {storage!r}")
+            continue
         referenced.setdefault(sha256, []).append(where)
         path = store.path_for(sha256)
         if not path.is_file():
@@ -75,6 +107,44 @@ def fsck(*, session: Session, store: BlobStore, rehash: bool = True) -> FsckRepo
     return report
 
 
+def _check_recipe(
+    *,
+    store: BlobStore,
+    where: str,
+    recipe_sha256: str,
+    size: int,
+    sha256: str,
+    tensors: set[str],
+    rehash: bool,
+    verified: dict[str, list[str]],
+) -> list[str]:
+    """What is wrong with one recipe-backed artifact: its recipe missing or unreadable, the recipe's size
+    or sha256 not the row's, tensor rows that do not match what the recipe reads (gc would free a blob
+    still in use, or keep one forever), tensor blobs missing or short, composed bytes that hash wrong."""
+    try:
+        recipe = Recipe.from_json(store.path_for(recipe_sha256).read_bytes())
+    except FileNotFoundError:
+        return [f"missing recipe: {where} needs recipe blob {recipe_sha256}, which is not on disk"]
+    except RecipeError as exc:
+        return [f"unreadable recipe: {where}: recipe blob {recipe_sha256}: {exc}"]
+    problems = []
+    if recipe.size != size or recipe.sha256 != sha256:
+        problems.append(
+            f"recipe mismatch: {where} records {size} bytes sha256 {sha256}; its recipe composes "
+            f"{recipe.size} bytes sha256 {recipe.sha256}"
+        )
+    if recipe.blob_shas() != tensors:
+        missing, extra = sorted(recipe.blob_shas() - tensors), sorted(tensors - recipe.blob_shas())
+        problems.append(
+            f"tensor rows mismatch: {where}: recipe reads {len(missing)} tensor blob(s) without a row "
+            f"{missing[:3]}, and {len(extra)} row(s) name blobs it does not read {extra[:3]}"
+        )
+    if recipe_sha256 not in verified:
+        verified[recipe_sha256] = composition_problems(recipe, store, rehash=rehash)
+    problems.extend(f"bad composition: {where}: {problem}" for problem in verified[recipe_sha256])
+    return problems
+
+
 @dataclass
 class GcReport:
     removed: list[str] = field(default_factory=list)
@@ -83,10 +153,10 @@ class GcReport:
 
 
 def gc(*, session: Session, store: BlobStore, grace_seconds: float, dry_run: bool = False) -> GcReport:
-    """Remove blobs that no artifact references and that nobody touched within ``grace_seconds``
+    """Remove blobs that no artifact uses (as its file, its recipe or a tensor its recipe reads) and that nobody touched within ``grace_seconds``
     (an upload in flight touches the blob it is about to reference)."""
     report = GcReport()
-    referenced = set(session.scalars(select(Artifact.sha256).distinct()))
+    referenced = stored.referenced_names(session=session)
     session.rollback()
     now = time.time()
     for name, path in store.iter_blobs():
@@ -100,7 +170,7 @@ def gc(*, session: Session, store: BlobStore, grace_seconds: float, dry_run: boo
             report.kept_recent.append(name)
             continue
         # Re-check under no lock but just before removal: a row committed since the scan keeps its blob.
-        if session.scalar(select(Artifact.id).where(Artifact.sha256 == name).limit(1)) is not None:
+        if stored.is_referenced(session=session, sha256=name):
             continue
         if not dry_run:
             path.unlink(missing_ok=True)

@@ -158,6 +158,18 @@ class BlobStore:
         fsync_dir(target.parent)
         return StoredBlob(sha256=sha256, size=size, created=True, mtime_ns=target.stat().st_mtime_ns)
 
+    def claim(self, sha256: str) -> StoredBlob | None:
+        """Claim a stored blob an upload is about to reference without staging it again (a tensor blob
+        found in the store): touching its mtime keeps ``gc`` and ``release_blobs`` off it for their grace
+        period. None when it is not stored (any more): the caller must store the bytes itself."""
+        target = self.path_for(sha256)
+        try:
+            os.utime(target)
+            size = target.stat().st_size
+        except FileNotFoundError:
+            return None
+        return StoredBlob(sha256=sha256, size=size, created=False)
+
     def discard(self, blob: StoredBlob) -> None:
         """Undo a ``put`` that created ``blob`` (its row was never committed), unless another writer
         claimed the same content since; then the file stays."""

@@ -1,8 +1,11 @@
 """Tensor blobs: the raw bytes of one storage, stored once under their sha256, with their CRC32.
 
-A first, directory-only form of the store's tensor blobs: ``root/ab/<sha256>``. Wiring it into the
-crash-safe ``BlobStore`` (staging, fsync, claims, gc) is a later step; the composition layer only needs
-``path_for`` and the facts ``TensorBlob`` carries.
+``TensorBlobs`` writes the blobs of one ingest into a staging folder (``root/ab/<sha256>``), each
+durable before it is visible (temp file, fsync, rename, directory fsync), so a crash leaves at most a
+temp file in a staging area the next start-up removes. With a ``store``, bytes already stored are not
+written again: the stored blob is claimed (``BlobStore.claim``) so gc leaves it alone until the version
+that will reference it is committed. The parent then moves the staged blobs into the store with
+``BlobStore.put`` (register-or-rollback) and claims the others again before committing rows.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from app.storage.blobstore import BlobStore, fsync_dir
 
 HASH_CHUNK = 4 * 1024 * 1024
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -65,23 +70,38 @@ def describe_file(path: Path) -> TensorBlob:
 
 
 class TensorBlobs:
-    """Tensor blobs under ``root``, one file per distinct content."""
+    """Tensor blobs staged under ``root``, one file per distinct content; with ``store``, reading falls
+    back to (and writing is skipped for) blobs the store already holds."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, store: BlobStore | None = None) -> None:
         self.root = root
+        self.store = store
+        # Every blob this writer added, staged or found in the store (the parent stores or claims each).
+        self.added: dict[str, TensorBlob] = {}
 
-    def path_for(self, sha256: str) -> Path:
+    def staged_path(self, sha256: str) -> Path:
         if not _SHA256.match(sha256):
             raise ValueError(f"not a sha256 hex digest: {sha256[:80]!r}")
         return self.root / sha256[:2] / sha256
 
+    def path_for(self, sha256: str) -> Path:
+        staged = self.staged_path(sha256)
+        if self.store is not None and not staged.is_file():
+            return self.store.path_for(sha256)
+        return staged
+
     def add(self, data: memoryview) -> TensorBlob:
         """Store ``data`` unless identical bytes are already stored; either way, describe it."""
         blob = describe(data)
-        target = self.path_for(blob.sha256)
+        self.added.setdefault(blob.sha256, blob)
+        target = self.staged_path(blob.sha256)
         if target.is_file():
             return blob
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if self.store is not None and self.store.claim(blob.sha256) is not None:
+            return blob
+        if not target.parent.is_dir():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fsync_dir(target.parent.parent)
         staged = target.parent / f".{blob.sha256}.{uuid.uuid4().hex}.tmp"
         try:
             with staged.open("wb") as handle:
@@ -90,6 +110,7 @@ class TensorBlobs:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(staged, target)
+            fsync_dir(target.parent)
         finally:
             staged.unlink(missing_ok=True)
         return blob

@@ -27,8 +27,10 @@ from sqlalchemy.orm import Session
 from app.api.names import is_valid_name, is_version_number
 from app.architectures.registry import ArchitectureRegistry
 from app.artifacts import service as artifacts_service
-from app.artifacts.models import Artifact
+from app.artifacts import stored as stored_artifacts
+from app.artifacts.models import Artifact, ArtifactTensor
 from app.artifacts.naming import PACKAGINGS, DownloadUrl, download_filename
+from app.checkpoints.ingest import WrittenArtifact
 from app.checkpoints.limits import ReadLimits
 from app.checkpoints.pool import Ingester
 from app.db.engine import begin_write
@@ -36,6 +38,7 @@ from app.errors import AliasInUse, ModelNotFound, VersionNotFound
 from app.models.models import Alias, RegisteredModel
 from app.models.service import model_not_found
 from app.storage.blobstore import BlobStore, StoredBlob
+from app.storage.tensorblobs import TensorBlobs
 from app.versions.models import Version
 from app.versions.schemas import VersionRead, VersionUpdate
 
@@ -270,7 +273,7 @@ def create_version(
     )
     stored: list[StoredBlob] = []
     try:
-        stored = [store.put(artifact.path, artifact.sha256) for artifact in result.artifacts]
+        stored = _store_blobs(store=store, artifacts=result.artifacts)
         begin_write(session)
         number = _allocate_number(session=session, model=model)
         version = Version(
@@ -294,6 +297,9 @@ def create_version(
                     size=artifact.size,
                     sha256=artifact.sha256,
                     validation=artifact.validation,
+                    storage=artifact.storage,
+                    recipe_sha256=artifact.recipe_sha256,
+                    tensors=[ArtifactTensor(sha256=sha256) for sha256 in sorted(set(artifact.tensors))],
                 )
                 for artifact in result.artifacts
             ],
@@ -306,6 +312,35 @@ def create_version(
             store.discard(blob)
         raise
     return version
+
+
+def _store_blobs(*, store: BlobStore, artifacts: Sequence[WrittenArtifact]) -> list[StoredBlob]:
+    """Move the ingest's staged blobs into the store, tensor blobs before the recipes that read them;
+    claim again the tensor blobs the ingest found already stored. All durable before any row is
+    committed; on failure, what this call created is discarded (register-or-rollback)."""
+    stored: list[StoredBlob] = []
+    try:
+        tensors: dict[str, Path | None] = {}
+        for artifact in artifacts:
+            for sha256 in artifact.tensors:
+                tensors.setdefault(sha256, artifact.tensor_dir)
+        for sha256, tensor_dir in sorted(tensors.items(), key=lambda item: item[0]):
+            staged = TensorBlobs(tensor_dir).staged_path(sha256) if tensor_dir is not None else None
+            if staged is not None and staged.is_file():
+                stored.append(store.put(staged, sha256))
+            elif store.claim(sha256) is None:
+                # Stored when the ingest looked, freed since (a release after the grace period).
+                raise RuntimeError(f"tensor blob {sha256} was freed while the upload was ingested; retry")
+        for artifact in artifacts:
+            name = artifact.recipe_sha256 if artifact.storage == "recipe" else artifact.sha256
+            if name is None:
+                raise ValueError(f"the {artifact.kind}/{artifact.format} recipe has no sha256")
+            stored.append(store.put(artifact.path, name))
+    except BaseException:
+        for blob in stored:
+            store.discard(blob)
+        raise
+    return stored
 
 
 def _allocate_number(*, session: Session, model: RegisteredModel) -> int:
@@ -345,7 +380,7 @@ def delete_version(*, session: Session, store: BlobStore, version: Version, forc
 
     Raises ``AliasInUse`` when an alias points at it, unless ``force`` (then those aliases go too).
     """
-    hashes = [artifact.sha256 for artifact in version.artifacts]
+    hashes = stored_artifacts.blob_names(session=session, artifacts=version.artifacts)
     begin_write(session)
     # Locked first (PostgreSQL), so an alias set concurrently is either seen here or waits for the delete.
     row = session.get(Version, version.id, with_for_update=True)

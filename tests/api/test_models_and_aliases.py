@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
+from app.artifacts import stored
+from app.artifacts.models import Artifact
+from app.models.models import RegisteredModel
+from app.versions.models import Version
 from tests.checkpoints import SimpleModel, save
 from tests.conftest import create_model, stored_files, upload
 
@@ -171,10 +176,17 @@ def test_deleting_a_model_releases_its_files_in_the_service(
     before = _blobs(data_dir)
     _age_blobs(data_dir)
     runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    with runtime.sessions() as session:  # the blobs only that version uses: its recipes and its tensors
+        artifacts = session.scalars(
+            select(Artifact)
+            .join(Version)
+            .join(RegisteredModel)
+            .where(RegisteredModel.name == "demo", Version.number == only_demo["version"])
+        ).all()
+        own = stored.blob_names(session=session, artifacts=artifacts)
     with runtime.sessions() as session:  # the service alone, no router: it releases what it deleted
         model = models_service.get_model(session=session, name="demo")
         models_service.delete_model(session=session, store=runtime.store, model=model)
-    own = {a["sha256"] for a in only_demo["artifacts"]}
     released = before - _blobs(data_dir)
     assert released and released == {p for p in before if p.rsplit("/", 1)[1] in own}
     assert client.get("/v1/models/other/versions/1/artifacts/weights").status_code == 200

@@ -12,10 +12,13 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import torch
+from sqlalchemy import create_engine, select
+from sqlalchemy.orm import Session
 
 from tests.checkpoints import SimpleModel
 from tests.fixtures.architectures import Sleepy
@@ -91,6 +94,8 @@ def test_fsck_finds_each_kind_of_damage_and_gc_collects_orphans(
         third = client.post(
             "/v1/models/demo/versions", content=_body(SimpleModel())
         ).json()  # same bytes as second
+        removed, shared = _blob_names(database_url, first), _blob_names(database_url, second)
+        assert removed and not removed & shared
         assert client.delete("/v1/models/demo/versions/3").status_code == 204
         assert client.delete("/v1/models/demo/versions/1").status_code == 204
         client.close()
@@ -100,20 +105,20 @@ def test_fsck_finds_each_kind_of_damage_and_gc_collects_orphans(
     assert clean.returncode == 0 and "unreferenced blob" in clean.stdout
     kept = cli(data_dir, database_url, "gc")
     assert kept.returncode == 0 and "removed 0 blob(s)" in kept.stdout
+    # Each version's downloads are recipes over tensor blobs: gc frees the blobs of version 1 (its recipes
+    # and tensors) and keeps every blob version 2 (and so the identical version 3) reads.
     collected = cli(data_dir, database_url, "gc", "--grace-seconds", "0")
     assert collected.returncode == 0
-    removed = {a["sha256"] for a in first["artifacts"]}
     assert f"removed {len(removed)} blob(s)" in collected.stdout
-    shared = {a["sha256"] for a in second["artifacts"]}
-    assert shared == {a["sha256"] for a in third["artifacts"]}
+    assert {a["sha256"] for a in second["artifacts"]} == {a["sha256"] for a in third["artifacts"]}
     store = data_dir / "blobs" / "sha256"
     assert all((store / sha[:2] / sha).is_file() for sha in shared), "a blob another version uses was removed"
     assert not any((store / sha[:2] / sha).exists() for sha in removed)
     assert cli(data_dir, database_url, "fsck").returncode == 0
 
-    weights = next(a["sha256"] for a in second["artifacts"] if a["format"] == "safetensors")
-    full = next(a["sha256"] for a in second["artifacts"] if a["kind"] == "full")
-    blob = store / weights[:2] / weights
+    tensor = sorted(_blob_names(database_url, second, tensors_only=True))[0]
+    full = _recipe_of(database_url, second, "full")
+    blob = store / tensor[:2] / tensor
     data = bytearray(blob.read_bytes())
     data[-1] ^= 0xFF
     blob.write_bytes(bytes(data))
@@ -124,8 +129,52 @@ def test_fsck_finds_each_kind_of_damage_and_gc_collects_orphans(
     damaged = cli(data_dir, database_url, "fsck")
     assert damaged.returncode == 1
     assert f"corrupt blob: {blob}" in damaged.stdout
-    assert f"missing file: demo v2 full/pt needs blob {full}" in damaged.stdout
+    assert f"missing recipe: demo v2 full/pt needs recipe blob {full}" in damaged.stdout
+    assert "bad composition: demo v2 weights/safetensors" in damaged.stdout
     assert f"unreferenced blob: {orphan}" in damaged.stdout
+
+
+def _blob_names(database_url: str, version: dict[str, Any], *, tensors_only: bool = False) -> set[str]:
+    """The blobs a version's artifacts use: recipes and the tensor blobs they read."""
+    from app.artifacts.models import Artifact, ArtifactTensor
+    from app.versions.models import Version
+
+    engine = create_engine(database_url)
+    try:
+        with Session(engine) as session:
+            artifacts = session.scalars(
+                select(Artifact).join(Version).where(Version.number == version["version"])
+            ).all()
+            names = set(
+                session.scalars(
+                    select(ArtifactTensor.sha256).where(
+                        ArtifactTensor.artifact_id.in_([a.id for a in artifacts])
+                    )
+                )
+            )
+            if not tensors_only:
+                names |= {a.recipe_sha256 or a.sha256 for a in artifacts}
+            return names
+    finally:
+        engine.dispose()
+
+
+def _recipe_of(database_url: str, version: dict[str, Any], kind: str) -> str:
+    from app.artifacts.models import Artifact
+    from app.versions.models import Version
+
+    engine = create_engine(database_url)
+    try:
+        with Session(engine) as session:
+            recipe = session.scalar(
+                select(Artifact.recipe_sha256)
+                .join(Version)
+                .where(Version.number == version["version"], Artifact.kind == kind)
+            )
+            assert recipe is not None
+            return recipe
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture
