@@ -26,9 +26,10 @@ import torch
 from torch import nn
 from torch.jit._trace import TracerWarning
 
+from app.architectures.libraries import export_arguments
 from app.architectures.spec import Architecture
 from app.checkpoints.validate import load_fresh
-from app.onnx import advice, signature, text
+from app.onnx import advice, signature
 from app.onnx.options import OnnxOptions
 from app.onnx.signature import Exported
 
@@ -72,7 +73,7 @@ def export_and_check(
     """weights + architecture + options -> a checked ONNX file in ``workdir`` and its report."""
     module = load_fresh(architecture, config, weights)
     layout = signature.plan(architecture.inputs(config), options)
-    exported = Exported(module, layout.input_names, text.prepare(module)).eval()
+    exported = Exported(module, layout.input_names, export_arguments(architecture, module)).eval()
     traced_at = _example(architecture, config, layout, layout.trace, module)
     output_names = [
         name for name, _ in signature.named_tensors(_eager(exported, traced_at, layout.trace, layout))
@@ -171,7 +172,7 @@ def _example(
     seed = batch * 1000 + sizes.get(signature.SEQUENCE, 0)
     dims = {name: size for name, size in sizes.items() if name != signature.BATCH}
     inputs = architecture.example_inputs(config, batch_size=batch, seed=seed, dims=dims)
-    inputs = text.tokenizer_like(list(layout.input_names), inputs, torch.Generator().manual_seed(seed))
+    inputs = signature.tokenizer_like(list(layout.input_names), inputs, torch.Generator().manual_seed(seed))
     return tuple(x.to(dtype) if x.is_floating_point() else x for x in inputs)
 
 

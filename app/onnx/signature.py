@@ -186,3 +186,28 @@ def _name_output_dims(graph: Any, shapes: Sequence[tuple[dict[str, int], list[tu
                 dim.dim_param = names[0]
                 changed = True
     return changed
+
+
+ATTENTION_MASK = "attention_mask"
+
+
+def tokenizer_like(
+    names: list[str], inputs: tuple[torch.Tensor, ...], generator: torch.Generator
+) -> tuple[torch.Tensor, ...]:
+    """Inputs as a tokenizer makes them: an ``attention_mask`` is ones then right padding.
+
+    Random 0/1 masks hide every key from some query rows; what a model computes for such a row is
+    arbitrary (PyTorch and onnxruntime legitimately differ there), so comparing it would prove nothing.
+    The first row is unpadded, the others keep at least one token.
+    """
+    out = list(inputs)
+    for index, name in enumerate(names):
+        mask = out[index]
+        if name != ATTENTION_MASK or mask.dim() != 2 or mask.is_floating_point():
+            continue
+        batch, length = mask.shape
+        lengths = torch.randint(1, length + 1, (batch,), generator=generator)
+        if batch:
+            lengths[0] = length
+        out[index] = (torch.arange(length)[None, :] < lengths[:, None]).to(mask.dtype)
+    return tuple(out)

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from torch import nn
 
 from app.architectures.spec import Architecture, InputSpec
-from app.onnx import advice, signature, text
+from app.onnx import advice, signature
 from app.onnx.export import ConversionFailed, export_and_check
 from app.onnx.options import OnnxOptions
 
@@ -90,7 +90,7 @@ def test_plain_modules_get_positional_output_names(
 
 def test_check_masks_look_like_a_tokenizers() -> None:
     ids, mask = torch.ones(4, 6, dtype=torch.long), torch.zeros(4, 6, dtype=torch.long)
-    _, padded = text.tokenizer_like(["input_ids", "attention_mask"], (ids, mask), torch.Generator())
+    _, padded = signature.tokenizer_like(["input_ids", "attention_mask"], (ids, mask), torch.Generator())
     assert padded[0].tolist() == [1] * 6 and bool((padded[:, 0] == 1).all())
     assert bool((padded[:, :-1] >= padded[:, 1:]).all()), "ones, then padding"
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch import nn
 
+from app.architectures.libraries.transformers import TransformersLibrary
 from app.architectures.spec import Architecture
-from app.onnx import text
 from app.onnx.export import ExportResult, export_and_check
 from app.onnx.options import OnnxOptions
 
@@ -111,6 +111,6 @@ def test_gpt2_exports_without_a_kv_cache(gpt2: tuple[nn.Module, ExportResult]) -
 
 def test_transformers_models_lose_their_cache_and_others_are_left_alone() -> None:
     gpt2 = TINY_GPT2.build(TINY_GPT2.effective_config({}))
-    assert text.prepare(gpt2) == {"use_cache": False}
+    assert TransformersLibrary().prepare_export(gpt2) == {"use_cache": False}
     assert gpt2.config.use_cache is False and gpt2.config.return_dict is True
-    assert text.prepare(nn.Linear(2, 2)) == {}
+    assert TransformersLibrary().prepare_export(nn.Linear(2, 2)) == {}

@@ -53,6 +53,9 @@ class ModelLibrary(Protocol):
     def describe(self, recipe: Recipe) -> str:
         """A default description."""
 
+    def prepare_export(self, module: nn.Module) -> dict[str, Any]:
+        """Make ``module`` exportable to ONNX in place; the keyword arguments its forward then takes."""
+
 
 def library_for(name: str) -> ModelLibrary:
     if name == "transformers":
@@ -62,6 +65,13 @@ def library_for(name: str) -> ModelLibrary:
     from app.architectures.libraries import factory
 
     return factory.FactoryLibrary(name)
+
+
+def export_arguments(architecture: Architecture, module: nn.Module) -> dict[str, Any]:
+    """What exporting ``architecture``'s module needs from its library (none for built-ins and plain code)."""
+    if architecture.library is None:
+        return {}
+    return library_for(architecture.library).prepare_export(module)
 
 
 def check_allowed(name: str, allowed: Sequence[str]) -> ModelLibrary:

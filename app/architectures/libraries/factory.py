@@ -95,6 +95,9 @@ class FactoryLibrary:
     def describe(self, recipe: Recipe) -> str:
         return f"{self.name}.{recipe.factory}"
 
+    def prepare_export(self, module: nn.Module) -> dict[str, Any]:
+        return {}
+
     def _library(self) -> Any:
         if not _MODULE.fullmatch(self.name):
             raise InvalidArchitecture(f"'{self.name[:100]}' is not a Python package name.")

@@ -121,6 +121,20 @@ class TransformersLibrary:
         config = _config_dict(recipe)
         return f"transformers {config['architectures'][0]} ({config.get('model_type', 'config')})"
 
+    def prepare_export(self, module: nn.Module) -> dict[str, Any]:
+        config: Any = getattr(module, "config", None)
+        if config is None:
+            return {}
+        # A KV cache is a Cache object, not a tensor: no exporter can return it, and an ONNX consumer runs
+        # the whole prompt anyway. Both the config and the argument, as models read one or the other.
+        config.use_cache = False
+        # A ModelOutput names its fields (last_hidden_state, logits, ...); those become the graph's outputs.
+        config.return_dict = True
+        accepts = inspect.signature(module.forward).parameters
+        return {
+            name: value for name, value in (("use_cache", False), ("return_dict", True)) if name in accepts
+        }
+
 
 def _require_installed() -> None:
     try:
