@@ -27,14 +27,11 @@ from app.checkpoints.reader import read_safetensors
 from app.checkpoints.uploaded import read_upload
 from app.checkpoints.validate import (
     Blueprint,
-    ForwardRun,
     blueprint,
     check_fits,
     check_proportionate,
     complete_tied,
-    identical_outputs,
     load_fresh,
-    max_abs_diff,
     run_forward,
 )
 from app.checkpoints.writer import (
@@ -178,47 +175,23 @@ def load_artifact_weights(
     try:
         content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as exc:
-        if kind != "full":
-            raise
-        # The full checkpoint carries the upload's own training entries: one that the reader accepted
-        # but torch's weights_only loader cannot read back is the file's limit, not a server fault.
-        raise UnreadableCheckpoint(
-            "The checkpoint's training entries hold a value torch.load(weights_only=True) cannot read back "
-            f"({str(exc).strip().splitlines()[-1][:200]}); keep tensors, numbers, strings, lists and dicts."
-        ) from None
+        raise unreadable_training_entries(kind, exc) from None
     weights = content["model_state_dict"] if kind == "full" else content
     return dict(weights)
 
 
-def prove_artifact(
-    *,
-    kind: str,
-    fmt: str,
-    path: Path,
-    architecture: Architecture,
-    config: Mapping[str, Any],
-    plan: Blueprint,
-    limits: ReadLimits,
-    inputs: tuple[torch.Tensor, ...],
-    reference: ForwardRun,
-) -> dict[str, Any]:
-    """Reload ``path`` into a fresh instance and require outputs identical to the upload's."""
-    weights = load_artifact_weights(kind=kind, fmt=fmt, path=path, plan=plan, limits=limits)
-    check_fits(weights, plan)
-    run = run_forward(load_fresh(architecture, config, weights), inputs)
-    if not identical_outputs(reference.outputs, run.outputs):
-        raise ProofFailed(
-            f"{kind}/{fmt} reloaded from disk gave different outputs "
-            f"(max abs diff {max_abs_diff(reference.outputs, run.outputs)})"
-        )
-    return {
-        "status": "passed",
-        "checked_at": _now(),
-        "method": f"reloaded from disk into a fresh {architecture.name} (strict=True); "
-        "outputs on the example inputs identical to the upload's",
-        "strict": True,
-        "max_abs_diff": 0.0,
-    }
+def unreadable_training_entries(kind: str, exc: pickle.UnpicklingError) -> Exception:
+    """What torch's weights_only loader refusing an artifact means.
+
+    The full checkpoint carries the upload's own training entries: one that the reader accepted but the
+    weights_only loader cannot read back is the file's limit (422), not a server fault. Anything else is.
+    """
+    if kind != "full":
+        return exc
+    return UnreadableCheckpoint(
+        "The checkpoint's training entries hold a value torch.load(weights_only=True) cannot read back "
+        f"({str(exc).strip().splitlines()[-1][:200]}); keep tensors, numbers, strings, lists and dicts."
+    )
 
 
 def _no_stage(_stage: str) -> None:

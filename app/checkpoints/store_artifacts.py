@@ -28,7 +28,7 @@ import torch
 from app.architectures.spec import Architecture
 from app.checkpoints.compose import StorageBlobs, compose_safetensors, compose_torch
 from app.checkpoints.compose_load import load_composed_safetensors, load_composed_torch
-from app.checkpoints.ingest import ProofFailed, WrittenArtifact
+from app.checkpoints.ingest import ProofFailed, WrittenArtifact, unreadable_training_entries
 from app.checkpoints.limits import ReadLimits
 from app.checkpoints.validate import (
     Blueprint,
@@ -145,14 +145,7 @@ def load_composed_weights(
     try:
         content = load_composed_torch(recipe, blobs)
     except pickle.UnpicklingError as exc:
-        if kind != "full":
-            raise
-        # As for whole files (ingest.load_artifact_weights): training entries the reader accepted but
-        # torch's weights-only loader cannot read back are the file's limit, not a server fault.
-        raise UnreadableCheckpoint(
-            "The checkpoint's training entries hold a value torch.load(weights_only=True) cannot read back "
-            f"({str(exc).strip().splitlines()[-1][:200]}); keep tensors, numbers, strings, lists and dicts."
-        ) from None
+        raise unreadable_training_entries(kind, exc) from None
     weights = content["model_state_dict"] if kind == "full" else content
     return dict(weights)
 

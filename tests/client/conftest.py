@@ -10,12 +10,14 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from typer.testing import CliRunner, Result
 
 from tests.conftest import isolated_database
 from tests.server import running_server
-from weightvault import Client
+from weightvault import Client, cli
 
 
 @dataclass(frozen=True)
@@ -74,3 +76,16 @@ def wv(server: Server, cache_dir: Path) -> Iterator[Client]:
 def name() -> str:
     """A model name no other test uses."""
     return f"m-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def run(server: Server, cache_dir: Path) -> Any:
+    """The weightvault command, in-process, against the shared server: ``run("ls")``."""
+    app = cli.build()
+    runner = CliRunner()
+    env = {"WEIGHTVAULT_URL": server.url, "WEIGHTVAULT_CACHE": str(cache_dir), "COLUMNS": "200"}
+
+    def invoke(*args: str) -> Result:
+        return runner.invoke(app, list(args), env=env)
+
+    return invoke

@@ -8,26 +8,13 @@ from typing import Any
 
 import pytest
 import torch
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from tests.client.conftest import Server
 from tests.fixtures.hf import tiny_config, tiny_model
-from weightvault import Client, cli
+from weightvault import Client
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("transformers")
-
-
-@pytest.fixture
-def run(server: Server, cache_dir: Path) -> Any:
-    app = cli.build()
-    runner = CliRunner()
-    env = {"WEIGHTVAULT_URL": server.url, "WEIGHTVAULT_CACHE": str(cache_dir), "COLUMNS": "200"}
-
-    def invoke(*args: str) -> Result:
-        return runner.invoke(app, list(args), env=env)
-
-    return invoke
 
 
 def _ok(result: Result) -> Result:

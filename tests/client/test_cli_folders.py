@@ -10,32 +10,14 @@ from typing import Any
 
 import pytest
 import torch
-from typer.testing import CliRunner, Result
 
-from tests.client.conftest import Server
+from tests.client.test_cli_arch import _ok
 from tests.fixtures.hf import tiny_config, tiny_model
-from weightvault import Client, cli
+from weightvault import Client
 from weightvault.folders import FolderTar
 
 pytestmark = pytest.mark.slow
 transformers = pytest.importorskip("transformers")
-
-
-@pytest.fixture
-def run(server: Server, cache_dir: Path) -> Any:
-    app = cli.build()
-    runner = CliRunner()
-    env = {"WEIGHTVAULT_URL": server.url, "WEIGHTVAULT_CACHE": str(cache_dir), "COLUMNS": "200"}
-
-    def invoke(*args: str) -> Result:
-        return runner.invoke(app, list(args), env=env)
-
-    return invoke
-
-
-def _ok(result: Result) -> Result:
-    assert result.exit_code == 0, (result.stdout, result.stderr)
-    return result
 
 
 def _outputs(model: Any) -> torch.Tensor:
