@@ -103,3 +103,51 @@ def test_upload_limit_is_enforced_before_and_while_reading(
         assert multipart.status_code == 413
         assert client.get("/v1/models/demo").json()["latest_version"] is None
     assert not [p for p in (data_dir / "blobs").rglob("*") if p.is_file()]
+
+
+def test_downloads_larger_than_a_send_unit_are_the_composed_bytes(
+    tmp_path: Path, data_dir: Path, database_url: str
+) -> None:
+    """uvicorn sends views of memory-mapped tensor blobs: whole files, ranges across units and tensors."""
+    torch.manual_seed(0)
+    state = {
+        "layers.0.weight": torch.randn(2304, 2304),  # ~20 MiB: more than one 16 MiB unit per tensor
+        "layers.0.bias": torch.randn(2304),
+        "layers.2.weight": torch.randn(2304, 2304),
+        "layers.2.bias": torch.randn(2304),
+    }
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    config = {"in_features": 2304, "hidden_sizes": [2304], "out_features": 2304}
+    with (
+        running_server(data_dir, database_url, tmp_path / "server.log", "--conversion-workers", "0") as url,
+        httpx.Client(base_url=url, timeout=120) as client,
+    ):
+        created = client.post("/v1/models", json={"name": "wide", "architecture": "mlp", "config": config})
+        assert created.status_code == 201, created.text
+        pushed = client.post("/v1/models/wide/versions", content=buffer.getvalue())
+        assert pushed.status_code == 201, pushed.text
+        for artifact in pushed.json()["artifacts"]:
+            if artifact["kind"] not in ("full", "weights"):
+                continue
+            path = f"/v1/models/wide/versions/1/artifacts/{artifact['kind']}"
+            params = {"format": artifact["format"]}
+            whole = client.get(path, params=params)
+            assert whole.status_code == 200
+            assert hashlib.sha256(whole.content).hexdigest() == artifact["sha256"]
+            assert len(whole.content) == artifact["size"] > 40 * 2**20
+            loaded = (
+                torch.load(io.BytesIO(whole.content), weights_only=True)
+                if artifact["format"] == "pt"
+                else None
+            )
+            if loaded is not None and artifact["kind"] == "weights":
+                assert all(torch.equal(loaded[k], v) for k, v in state.items())
+            unit = 16 * 2**20
+            for start, end in [
+                (unit - 100, unit + 100),
+                (5, 3 * unit // 2),
+                (2 * unit + 1, artifact["size"] - 1),
+            ]:
+                part = client.get(path, params=params, headers={"Range": f"bytes={start}-{end}"})
+                assert part.status_code == 206 and part.content == whole.content[start : end + 1]
