@@ -8,7 +8,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from app.storage.composed import BlobRange, Literal, Recipe, segments
+from app.storage.composed import BlobRange, Literal, Piece, Recipe, segments
 from app.storage.mapped import MappedReader
 
 
@@ -26,7 +26,12 @@ def _recipe(tmp_path: Path) -> tuple[Recipe, _Blobs, bytes]:
     for data in (first, second):
         (tmp_path / hashlib.sha256(data).hexdigest()).write_bytes(data)
     a, b = hashlib.sha256(first).hexdigest(), hashlib.sha256(second).hexdigest()
-    pieces = [Literal(b"HEADER"), BlobRange(a, 0, len(first)), Literal(b"--"), BlobRange(b, 100, 5000)]
+    pieces: list[Piece] = [
+        Literal(b"HEADER"),
+        BlobRange(a, 0, len(first)),
+        Literal(b"--"),
+        BlobRange(b, 100, 5000),
+    ]
     recipe = Recipe.build(pieces, blobs)
     return recipe, blobs, b"HEADER" + first + b"--" + second[100:5100]
 
