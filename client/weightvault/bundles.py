@@ -7,8 +7,11 @@ import os
 import re
 import secrets
 import shutil
-import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import zipfile
 
 from weightvault.cache import COPY_CHUNK_BYTES, place
 from weightvault.errors import UnexpectedResponse
@@ -34,6 +37,8 @@ def _model_member(bundle: zipfile.ZipFile) -> str:
 def extract(blob: Path, folder: Path, model_name: str | None = None) -> Path:
     """Extract a bundle into ``folder`` (data files keep their names, which the model refers to);
     the model file is named ``model_name`` if given. Each file is written whole or not at all."""
+    import zipfile  # here, not at the top: every command would pay for it at start
+
     with zipfile.ZipFile(blob) as bundle:
         member = _model_member(bundle)
         folder.mkdir(parents=True, exist_ok=True)
@@ -53,6 +58,8 @@ def extract(blob: Path, folder: Path, model_name: str | None = None) -> Path:
 def cached_model(blob: Path, folder: Path) -> Path:
     """The bundle's model extracted once into ``folder`` (a cache directory named by the bundle's sha256)."""
     if folder.is_dir():
+        import zipfile  # here, not at the top: every command would pay for it at start
+
         with zipfile.ZipFile(blob) as bundle:
             return folder / _model_member(bundle)
     staging = folder.parent / f".{folder.name}.{secrets.token_hex(6)}"

@@ -8,7 +8,6 @@ beside the server.
 from __future__ import annotations
 
 import sys
-from importlib.metadata import PackageNotFoundError, entry_points, version
 from typing import Annotated
 
 import typer
@@ -22,6 +21,9 @@ from weightvault import commands, manage  # noqa: E402
 
 
 def _version() -> str:
+    # importlib.metadata (with zipfile, csv and email) costs ~30 ms: only --version and the plugins need it.
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("weightvault-client")
     except PackageNotFoundError:  # running from a source tree
@@ -48,6 +50,8 @@ def build(*, plugins: bool = True) -> typer.Typer:
     commands.register(cli)
     manage.register(cli)
     if plugins:
+        from importlib.metadata import entry_points
+
         for plugin in entry_points(group="weightvault.cli"):
             plugin.load()(cli)
     return cli

@@ -6,9 +6,9 @@ The body is received in ``DOWNLOAD_CHUNK_BYTES`` units into a few reused buffers
 ``Content-Length`` response (the server's downloads) the bytes after httpx's first chunk are read from the
 connection's socket with ``recv_into`` (httpx's own path is a 64 KiB read through h11 plus a copy per
 chunk, several times the cost of the transfer itself); anything else (TLS tunnels, HTTP/2, compressed
-or chunked bodies, test transports) goes through ``iter_bytes``. Each chunk is hashed where it was
-received (hashlib releases the GIL on large buffers) and written by a second thread, so receiving,
-hashing and writing overlap; everything received is in the partial file before it is closed, so an
+or chunked bodies, test transports) goes through ``iter_bytes``. Each chunk is hashed by a second thread
+(hashlib releases the GIL on large buffers) and written by a third, so receiving, hashing and writing
+overlap; everything received is in the partial file before it is closed, so an
 interrupted download resumes after the last byte that arrived.
 """
 
@@ -157,15 +157,22 @@ def _write_body(response: httpx.Response, handle: Any, digest: HASH, task: Task)
     """
     chunk_bytes = DOWNLOAD_CHUNK_BYTES
     writer = _Writer(handle)
+    hasher = _Hasher(digest)
     received = 0
     try:
         for view, release in _body_chunks(response, chunk_bytes):
-            digest.update(view)  # here, while the chunk is in the CPU's cache; the writer thread writes it
-            writer.put(view, release)
+            # Receiving, hashing and writing each take a thread (all three release the GIL): hashing
+            # alone costs more than receiving, so on the receiving thread it would set the pace.
+            release_after_both = _Countdown(2, release)
+            hasher.put(view, release_after_both)
+            writer.put(view, release_after_both)
             received += len(view)
             task.advance(len(view))
     finally:
-        writer.finish()
+        try:
+            writer.finish()
+        finally:
+            hasher.finish()
     return received
 
 
@@ -259,7 +266,7 @@ def _nothing() -> None:
 class _Writer:
     """Writes chunks to the file in order, in a thread of its own (os.write releases the GIL).
 
-    Every ``SYNC_EVERY_BYTES`` written, a third thread has the kernel write them to disk (fdatasync) while
+    Every ``SYNC_EVERY_BYTES`` written, another thread has the kernel write them to disk (fdatasync) while
     the transfer goes on, so the fsync before the blob is committed waits only for the last few.
     """
 
@@ -311,6 +318,46 @@ class _Writer:
             # Errors are left to the fsync that follows the last write.
             with contextlib.suppress(OSError):
                 _fdatasync(self._handle.fileno())
+
+
+class _Countdown:
+    """Calls ``release`` on the ``count``-th call: a buffer goes back once every consumer is done with it."""
+
+    def __init__(self, count: int, release: Callable[[], None]) -> None:
+        self._count = count
+        self._release = release
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        with self._lock:
+            self._count -= 1
+            done = self._count == 0
+        if done:
+            self._release()
+
+
+class _Hasher:
+    """Feeds chunks to ``digest`` in order, in a thread of its own (hashlib releases the GIL)."""
+
+    def __init__(self, digest: HASH) -> None:
+        self._digest = digest
+        self._chunks: queue.SimpleQueue[tuple[memoryview, Callable[[], None]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._hash, name="weightvault-download-hash", daemon=True)
+        self._thread.start()
+
+    def put(self, view: memoryview, release: Callable[[], None]) -> None:
+        self._chunks.put((view, release))
+
+    def finish(self) -> None:
+        """Wait until everything put was hashed."""
+        self._chunks.put(None)
+        self._thread.join()
+
+    def _hash(self) -> None:
+        while (item := self._chunks.get()) is not None:
+            view, release = item
+            self._digest.update(view)
+            release()
 
 
 def _hash_prefix(path: Path, length: int, digest: HASH) -> None:

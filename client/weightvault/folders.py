@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-import zipfile
 from bisect import bisect_right
 from pathlib import Path
 from typing import Any
@@ -103,6 +102,8 @@ class FolderTar(io.RawIOBase):
 def unpack_hf_zip(archive: Path, dest: Path) -> Path:
     """Unpack a pulled ``hf`` artifact into ``dest`` (created; files the zip names only, nothing outside)."""
     dest.mkdir(parents=True, exist_ok=True)
+    import zipfile  # here, not at the top: every command would pay for it at start
+
     with zipfile.ZipFile(archive) as source:
         for info in source.infolist():
             name = info.filename

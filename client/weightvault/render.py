@@ -183,5 +183,21 @@ def job_line(job: Job) -> str:
     if job.error:
         line += f" ({job.error.get('code')}: {job.error.get('message')})"
     if job.report and job.status == "succeeded":
-        line += f" (opset {job.report.get('opset')}, max abs diff {job.report.get('max_abs_diff')})"
+        report = job.report
+        line += f" (opset {report.get('opset')}, max abs diff {report.get('max_abs_diff')})"
+        # What a deployer needs to feed the file: names, dtypes, symbolic dimensions, the shapes tried.
+        for label in ("inputs", "outputs"):
+            if report.get(label):
+                line += f"\n  {label + ':':<9}" + ", ".join(_graph_value(v) for v in report[label])
+        if report.get("checked"):
+            tried = "; ".join(
+                ", ".join(f"{name} {'x'.join(map(str, shape))}" for name, shape in check.items())
+                for check in report["checked"]
+            )
+            line += f"\n  checked: {tried} (onnxruntime against PyTorch)"
     return line
+
+
+def _graph_value(value: dict[str, Any]) -> str:
+    shape = ", ".join("?" if dim is None else str(dim) for dim in value.get("shape") or [])
+    return f"{value.get('name')} {value.get('dtype') or '?'} [{shape}]"

@@ -119,7 +119,14 @@ def test_convert_waits_downloads_and_exits_4_when_conversion_fails(
     done = _json(run("convert", name, "--wait", "-o", str(tmp_path / "demo.onnx"), "--json"))
     assert done["status"] == "succeeded" and done["id"] == queued["id"]
     assert Path(done["path"]).read_bytes() == (tmp_path / "demo.onnx").read_bytes() != b""
-    assert "succeeded" in run("convert", name, "--wait").stdout
+    shown = run("convert", name, "--wait").stdout
+    assert "succeeded" in shown
+    # The signature to feed the file with, from the job's report: names, dtypes, the dynamic batch.
+    inputs = next(line for line in shown.splitlines() if line.strip().startswith("inputs:"))
+    report_input = done["report"]["inputs"][0]
+    assert report_input["name"] in inputs and report_input["dtype"] in inputs and "batch" in inputs
+    assert any(line.strip().startswith("outputs:") for line in shown.splitlines())
+    assert "checked:" in shown
 
     broken = f"{name}-bessel"
     sd = {"linear.weight": torch.eye(4), "linear.bias": torch.zeros(4)}
