@@ -25,6 +25,7 @@ connection fails the read, which FastAPI then answers on the main, pre-pinged po
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,7 @@ from pydantic import TypeAdapter
 from pydantic_core import PydanticSerializationError
 from sqlalchemy import Connection, Engine
 from starlette._utils import get_route_path
+from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -45,6 +47,8 @@ from app.auth.service import allows
 from app.db.engine import read_connection
 from app.models.router import model_page, model_record
 from app.models.schemas import ModelRead
+from app.ops.logs import request_id_var
+from app.ops.middleware import finish_request, incoming_request_id
 from app.runtime import Runtime
 from app.versions.router import version_page, version_record
 from app.versions.schemas import VersionRead
@@ -65,7 +69,7 @@ _MAX_CURSOR = 4096
 
 @dataclass(frozen=True)
 class ReadRoute:
-    """What ``scope["route"]`` holds for a read answered here: its template, as the metrics label it."""
+    """A read answered here: its route's template, as the metrics label it."""
 
     path: str
 
@@ -145,13 +149,19 @@ def _on_a_connection(engine: Engine, read: Callable[[Connection], Any]) -> Any:
 
 
 class FastReads:
-    """ASGI middleware answering the four hot GETs in their plain case (see the module docstring)."""
+    """ASGI middleware answering the four hot GETs in their plain case (see the module docstring).
+
+    The outermost layer (``install``): what it answers skips FastAPI's own wrappers (error, telemetry and
+    body-limit middleware) and ``RequestContextMiddleware``, so it does that middleware's part itself: the
+    request id header, the metrics and the access log line, through the same functions.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
+            started = time.perf_counter()
             answer = self._match(scope)
             if answer is not None:
                 route, read, adapter = answer
@@ -160,18 +170,7 @@ class FastReads:
                 except Exception:
                     body = None  # FastAPI reads it again and answers as it always does
                 if body is not None:
-                    scope["route"] = route
-                    await send(
-                        {
-                            "type": "http.response.start",
-                            "status": 200,
-                            "headers": [
-                                (b"content-length", str(len(body)).encode()),
-                                (b"content-type", b"application/json"),
-                            ],
-                        }
-                    )
-                    await send({"type": "http.response.body", "body": body})
+                    await _respond(scope, send, route, body, started)
                     return
         await self.app(scope, receive, send)
 
@@ -249,3 +248,35 @@ class FastReads:
 
             return _VERSIONS_ROUTE, versions, _VERSIONS_JSON
         return None
+
+
+async def _respond(scope: Scope, send: Send, route: ReadRoute, body: bytes, started: float) -> None:
+    request_id = incoming_request_id(scope["headers"])
+    token = request_id_var.set(request_id)
+    try:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-length", str(len(body)).encode()),
+                    (b"content-type", b"application/json"),
+                    (b"x-request-id", request_id.encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+    finally:
+        finish_request(scope, route=route.path, status=200, started=started, received=0, sent=len(body))
+        request_id_var.reset(token)
+
+
+def install(app: Starlette) -> None:
+    """Put ``FastReads`` in front of the app's whole middleware stack, FastAPI's own layers included
+    (``add_middleware`` can only place it inside them)."""
+    build = app.build_middleware_stack
+
+    def build_behind_fast_reads() -> ASGIApp:
+        return FastReads(build())
+
+    app.build_middleware_stack = build_behind_fast_reads  # type: ignore[method-assign]
