@@ -33,7 +33,7 @@ from urllib.parse import parse_qsl
 
 from pydantic import TypeAdapter
 from pydantic_core import PydanticSerializationError
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 from starlette._utils import get_route_path
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -45,6 +45,7 @@ from app.api.responses import AS_STORED
 from app.artifacts.urls import download_urls
 from app.auth.service import allows
 from app.db.engine import read_connection
+from app.db.raw_reads import ReadConnection
 from app.models.router import model_page, model_record
 from app.models.schemas import ModelRead
 from app.ops.logs import request_id_var
@@ -132,10 +133,12 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def _guarded(read: Callable[[Connection], Any], authorization: str | None) -> Callable[[Connection], Any]:
+def _guarded(
+    read: Callable[[ReadConnection], Any], authorization: str | None
+) -> Callable[[ReadConnection], Any]:
     """``read`` behind the ``read`` scope's check; FastAPI answers a refusal (401 or 403, its message)."""
 
-    def guarded(conn: Connection) -> Any:
+    def guarded(conn: ReadConnection) -> Any:
         if not allows(conn=conn, authorization=authorization, needed="read"):
             raise _NotHere
         return read(conn)
@@ -143,7 +146,7 @@ def _guarded(read: Callable[[Connection], Any], authorization: str | None) -> Ca
     return guarded
 
 
-def _on_a_connection(engine: Engine, read: Callable[[Connection], Any]) -> Any:
+def _on_a_connection(engine: Engine, read: Callable[[ReadConnection], Any]) -> Any:
     with read_connection(engine) as conn:
         return read(conn)
 
@@ -175,7 +178,7 @@ class FastReads:
         await self.app(scope, receive, send)
 
     @staticmethod
-    async def _run(scope: Scope, read: Callable[[Connection], Any], adapter: TypeAdapter[Any]) -> bytes:
+    async def _run(scope: Scope, read: Callable[[ReadConnection], Any], adapter: TypeAdapter[Any]) -> bytes:
         runtime: Runtime = scope["app"].state.runtime
         if runtime.settings.auth_enabled:
             read = _guarded(read, _header(scope, b"authorization"))
@@ -188,7 +191,9 @@ class FastReads:
         except PydanticSerializationError:  # a lone surrogate stored long ago: clean the strings
             return adapter.dump_json(value, by_alias=True)
 
-    def _match(self, scope: Scope) -> tuple[ReadRoute, Callable[[Connection], Any], TypeAdapter[Any]] | None:
+    def _match(
+        self, scope: Scope
+    ) -> tuple[ReadRoute, Callable[[ReadConnection], Any], TypeAdapter[Any]] | None:
         state = scope["app"].state
         runtime: Runtime | None = getattr(state, "runtime", None)
         if runtime is None or not getattr(state, ENABLED_ATTR, True):
@@ -204,14 +209,14 @@ class FastReads:
     @staticmethod
     def _read_for(
         scope: Scope, path: str, runtime: Runtime
-    ) -> tuple[ReadRoute, Callable[[Connection], Any], TypeAdapter[Any]] | None:
+    ) -> tuple[ReadRoute, Callable[[ReadConnection], Any], TypeAdapter[Any]] | None:
         cap = runtime.settings.max_page_size
         if path == "/v1/models":
             query = _query(scope, frozenset({"limit", "cursor", "q", "architecture"}))
             limit, cursor = _limit(query, cap)
             q, architecture = _filter(query, "q"), _filter(query, "architecture")
 
-            def models(conn: Connection) -> Any:
+            def models(conn: ReadConnection) -> Any:
                 page = make_page_params(limit=limit, cursor=cursor, cap=cap)
                 return model_page(conn=conn, page=page, q=q, architecture=architecture)
 
@@ -242,7 +247,7 @@ class FastReads:
                 return None
             url = download_urls(Request(scope))
 
-            def versions(conn: Connection) -> Any:
+            def versions(conn: ReadConnection) -> Any:
                 page = make_page_params(limit=limit, cursor=cursor, cap=cap)
                 return version_page(conn=conn, url=url, model=model, page=page, order=order)
 
