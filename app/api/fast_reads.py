@@ -45,7 +45,7 @@ from app.api.responses import AS_STORED
 from app.artifacts.urls import download_urls
 from app.auth.service import allows
 from app.db.engine import read_connection
-from app.db.raw_reads import ReadConnection
+from app.db.raw_reads import DriverReads, ReadConnection
 from app.models.router import model_page, model_record
 from app.models.schemas import ModelRead
 from app.ops.logs import request_id_var
@@ -148,7 +148,7 @@ def _guarded(
 
 def _on_a_connection(engine: Engine, read: Callable[[ReadConnection], Any]) -> Any:
     with read_connection(engine) as conn:
-        return read(conn)
+        return read(DriverReads(conn))
 
 
 class FastReads:

@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from app.db.raw_reads import ReadConnection, SqliteReads
+from app.db.raw_reads import DriverReads, ReadConnection
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 READ_BUSY_TIMEOUT_MS = 50
@@ -129,11 +129,11 @@ class HeldReadConnection:
         self.engine = engine
         self.max_age_seconds = max_age_seconds
         self._conn: Connection | None = None
-        self._reads: SqliteReads | None = None
+        self._reads: DriverReads | None = None
         self._opened = 0.0
 
     def run(self, read: Callable[[ReadConnection], T]) -> T:
-        """``read`` on this connection, through ``SqliteReads`` (statements run on the driver directly)."""
+        """``read`` on this connection, through ``DriverReads`` (statements run on the driver directly)."""
         reads = self._reads
         if reads is not None and time.monotonic() - self._opened > self.max_age_seconds:
             self.close()
@@ -142,7 +142,7 @@ class HeldReadConnection:
             conn = self.engine.connect()
             conn.execution_options(**{READ_OPTION: True})
             self._conn, self._opened = conn, time.monotonic()
-            reads = self._reads = SqliteReads(conn)
+            reads = self._reads = DriverReads(conn)
         try:
             return read(reads)
         except (DBAPIError, sqlite3.Error):

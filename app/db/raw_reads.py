@@ -1,8 +1,8 @@
-"""The hot reads' Core statements on the raw ``sqlite3`` connection, each compiled once.
+"""The hot reads' Core statements on the driver's connection (sqlite3, psycopg), each compiled once.
 
 Executing a prepared Core statement through SQLAlchemy (the compiled-cache lookup, the execution
 context, events, the cursor result's metadata) was about a third of a read by key that the event loop
-answers itself. ``SqliteReads`` runs the very same statements, compiled by SQLAlchemy once per statement
+answers itself. ``DriverReads`` runs the very same statements, compiled by SQLAlchemy once per statement
 (and list length, for an expanding ``IN``), straight on the driver's connection, and applies the same
 result processors (JSON and timestamp columns) SQLAlchemy would. It offers the part of ``Connection``
 the hot reads use (``execute(...).all()``/``.first()``/iteration and ``scalar``), so the services take
@@ -12,7 +12,6 @@ names a row cannot carry) raises ``NotCompilable`` before touching the database:
 
 from __future__ import annotations
 
-import sqlite3
 import weakref
 from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
@@ -40,7 +39,7 @@ _POSTCOMPILE = "__[POSTCOMPILE_{}]"
 
 
 class _Compiled:
-    __slots__ = ("by_length", "compiled", "expanding", "positions", "processors", "row", "sql")
+    __slots__ = ("by_length", "compiled", "expanding", "named", "positions", "processors", "row", "sql")
 
     def __init__(self, statement: Select[*tuple[Any, ...]], dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
@@ -61,13 +60,22 @@ class _Compiled:
         self.processors: tuple[tuple[int, Callable[[Any], Any]], ...] = tuple(
             (i, p) for i, p in processors if p is not None
         )
+        if dialect.paramstyle not in ("qmark", "pyformat"):
+            raise NotCompilable(f"paramstyle {dialect.paramstyle}")
+        self.named = dialect.paramstyle == "pyformat"
         self.compiled = compiled
         self.sql = compiled.string
         self.positions = positions
         self.by_length: dict[tuple[int, ...], str] = {}
 
-    def bound(self, parameters: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    def bound(self, parameters: Mapping[str, Any]) -> tuple[str, Any]:
+        """The SQL and the driver's parameters: a list (SQLite's ``?``) or a dict (psycopg's ``%(name)s``)."""
         values = self.compiled.construct_params(dict(parameters))
+        for name in self.expanding:
+            if not values[name]:  # SQLAlchemy renders an empty IN its own way
+                raise NotCompilable("an empty expanding IN")
+        if self.named:
+            return self._named(dict(values))
         if not self.expanding:
             return self.sql, [values[name] for name in self.positions]
         flat: list[Any] = []
@@ -75,21 +83,38 @@ class _Compiled:
         for name in self.positions:
             if name in self.expanding:
                 items: Sequence[Any] = values[name]
-                if not items:  # SQLAlchemy renders an empty IN its own way
-                    raise NotCompilable("an empty expanding IN")
                 flat.extend(items)
                 lengths.append(len(items))
             else:
                 flat.append(values[name])
+        return self._expanded(lengths, lambda _name, length: ", ".join("?" * length)), flat
+
+    def _named(self, values: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        if not self.expanding:
+            return self.sql, values
+        lengths = []
+        for name in sorted(self.expanding):
+            items = values.pop(name)
+            lengths.append(len(items))
+            values.update({f"{name}__{i}": item for i, item in enumerate(items)})
+        sql = self._expanded(
+            lengths, lambda name, length: ", ".join(f"%({name}__{i})s" for i in range(length))
+        )
+        return sql, values
+
+    def _expanded(self, lengths: list[int], render: Callable[[str, int], str]) -> str:
         key = tuple(lengths)
         sql = self.by_length.get(key)
         if sql is None:
             sql = self.sql
-            for name, length in zip((n for n in self.positions if n in self.expanding), lengths, strict=True):
-                sql = sql.replace(_POSTCOMPILE.format(name), ", ".join("?" * length), 1)
+            names = (
+                sorted(self.expanding) if self.named else [n for n in self.positions if n in self.expanding]
+            )
+            for name, length in zip(names, lengths, strict=True):
+                sql = sql.replace(_POSTCOMPILE.format(name), render(name, length), 1)
             if len(self.by_length) < 64:
                 self.by_length[key] = sql
-        return sql, flat
+        return sql
 
     def rows(self, fetched: list[Any]) -> Rows:
         make, processors = self.row._make, self.processors
@@ -110,8 +135,9 @@ _COMPILED: weakref.WeakKeyDictionary[Dialect, dict[Select[*tuple[Any, ...]], _Co
 _MAX_STATEMENTS = 256
 
 
-class SqliteReads:
-    """A SQLite read connection running Core ``Select`` statements on its driver connection directly.
+class DriverReads:
+    """A read connection running Core ``Select`` statements on its driver connection directly (sqlite3 or
+    psycopg).
 
     Every statement is fetched to its end in autocommit (no ``BEGIN``, as on the connections of
     ``app.db.engine.read_connection``): each is its own snapshot.
@@ -119,10 +145,7 @@ class SqliteReads:
 
     def __init__(self, conn: Connection) -> None:
         self.dialect = conn.dialect
-        driver = conn.connection.driver_connection
-        if not isinstance(driver, sqlite3.Connection):
-            raise TypeError(f"not a sqlite3 connection: {driver!r}")
-        self.driver = driver
+        self.driver: Any = conn.connection.driver_connection
         # Statements are module constants (and a few lru_cached variants), compiled once per dialect
         # (the engine's: its JSON deserializer is in the result processors).
         self._compiled = _COMPILED.setdefault(self.dialect, {})
@@ -147,5 +170,5 @@ class SqliteReads:
         return None if row is None else row[0]
 
 
-# What the hot reads run on: SQLAlchemy's connection, or the raw one above (SQLite, on the event loop).
-ReadConnection = Connection | SqliteReads
+# What the hot reads run on: SQLAlchemy's connection, or the driver's through DriverReads.
+ReadConnection = Connection | DriverReads

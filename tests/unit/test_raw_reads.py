@@ -1,4 +1,4 @@
-"""SqliteReads runs Core statements on the driver connection with the rows SQLAlchemy would give."""
+"""DriverReads runs Core statements on the driver connection with the rows SQLAlchemy would give."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from sqlalchemy import JSON, Column, Integer, MetaData, String, Table, bindparam
 from sqlalchemy.engine import Connection
 
 from app.db.base import UTCDateTime
-from app.db.engine import READ_OPTION, HeldReadConnection, make_read_engine
-from app.db.raw_reads import NotCompilable, SqliteReads
+from app.db.engine import HeldReadConnection, make_read_engine, read_connection
+from app.db.raw_reads import DriverReads, NotCompilable
 
 metadata = MetaData()
 things = Table(
@@ -38,8 +38,8 @@ STATEMENTS: list[tuple[Any, dict[str, Any]]] = [
 
 
 @pytest.fixture
-def conn(tmp_path: Path) -> Iterator[Connection]:
-    engine = make_read_engine(f"sqlite:///{tmp_path / 'raw.db'}")
+def conn(database_url: str) -> Iterator[Connection]:
+    engine = make_read_engine(database_url)
     metadata.create_all(engine)
     with engine.begin() as writer:
         writer.execute(
@@ -50,14 +50,13 @@ def conn(tmp_path: Path) -> Iterator[Connection]:
                 {"id": 3, "name": "c", "data": {}, "created_at": datetime(2020, 1, 2, 3, 4, 5, 6, UTC)},
             ],
         )
-    with engine.connect() as connection:
-        connection.execution_options(**{READ_OPTION: True})
+    with read_connection(engine) as connection:
         yield connection
     engine.dispose()
 
 
 def test_rows_equal_sqlalchemy_rows(conn: Connection) -> None:
-    raw = SqliteReads(conn)
+    raw = DriverReads(conn)
     for statement, params in STATEMENTS:
         expected = conn.execute(statement, params).all()
         got = raw.execute(statement, params).all()
@@ -74,7 +73,7 @@ def test_rows_equal_sqlalchemy_rows(conn: Connection) -> None:
 
 
 def test_what_it_cannot_run_the_same_way_is_refused_before_the_database(conn: Connection) -> None:
-    raw = SqliteReads(conn)
+    raw = DriverReads(conn)
     with pytest.raises(NotCompilable):  # SQLAlchemy renders an empty IN its own way
         raw.execute(STATEMENTS[2][0], {"ids": [], "limit": 1})
     with pytest.raises(NotCompilable):  # a bound datetime needs the type's bind processor
@@ -86,7 +85,7 @@ def test_held_connection_reads_through_it(tmp_path: Path) -> None:
     metadata.create_all(engine)
     held = HeldReadConnection(engine)
     try:
-        assert held.run(lambda reads: isinstance(reads, SqliteReads))
+        assert held.run(lambda reads: isinstance(reads, DriverReads))
         assert held.run(lambda reads: reads.execute(select(things.c.id)).all()) == []
     finally:
         held.close()
