@@ -9,12 +9,13 @@ import secrets
 from collections.abc import Sequence
 from typing import Literal
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from app.auth.models import ApiToken
 from app.db.base import utcnow
 from app.db.engine import begin_write
+from app.db.raw_reads import ReadConnection
 from app.errors import Forbidden, InvalidRequest, Unauthorized
 
 Scope = Literal["read", "write", "admin"]
@@ -68,7 +69,7 @@ _TOKEN_GRANT = select(ApiToken.secret_sha256, ApiToken.scope).where(
 )
 
 
-def allows(*, conn: Connection, authorization: str | None, needed: Scope) -> bool:
+def allows(*, conn: ReadConnection, authorization: str | None, needed: Scope) -> bool:
     """Whether the header names a valid, unrevoked token with at least ``needed``: one indexed statement,
     no session (for ``app.api.fast_reads``, which leaves every refusal to ``verify``'s error messages).
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,6 +15,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
+
+from app.db.raw_reads import DriverReads, ReadConnection
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 READ_BUSY_TIMEOUT_MS = 50
@@ -126,25 +129,29 @@ class HeldReadConnection:
         self.engine = engine
         self.max_age_seconds = max_age_seconds
         self._conn: Connection | None = None
+        self._reads: DriverReads | None = None
         self._opened = 0.0
 
-    def run(self, read: Callable[[Connection], T]) -> T:
-        conn = self._conn
-        if conn is not None and time.monotonic() - self._opened > self.max_age_seconds:
+    def run(self, read: Callable[[ReadConnection], T]) -> T:
+        """``read`` on this connection, through ``DriverReads`` (statements run on the driver directly)."""
+        reads = self._reads
+        if reads is not None and time.monotonic() - self._opened > self.max_age_seconds:
             self.close()
-            conn = None
-        if conn is None:
+            reads = None
+        if reads is None:
             conn = self.engine.connect()
             conn.execution_options(**{READ_OPTION: True})
             self._conn, self._opened = conn, time.monotonic()
+            reads = self._reads = DriverReads(conn)
         try:
-            return read(conn)
-        except DBAPIError:
+            return read(reads)
+        except (DBAPIError, sqlite3.Error):
             self.close()
             raise
 
     def close(self) -> None:
         """Close the connection, the driver's too (the engine's pool holds this one connection)."""
+        self._reads = None
         if self._conn is not None:
             conn, self._conn = self._conn, None
             conn.close()

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
-from sqlalchemy import Connection
 
 from app.api.names import check_alias
 from app.api.pagination import Page, PageParams, bind_filters, page_of
 from app.auth.policy import requires
 from app.db.engine import read_connection
+from app.db.raw_reads import ReadConnection
 from app.deps import (
     ModelName,
     PageDep,
@@ -62,7 +62,7 @@ def list_models(
 
 
 def model_page(
-    *, conn: Connection, page: PageParams, q: str | None, architecture: str | None
+    *, conn: ReadConnection, page: PageParams, q: str | None, architecture: str | None
 ) -> Page[ModelRead]:
     """``GET /v1/models`` once its parameters are parsed (also answered by ``app.api.fast_reads``)."""
     filters = bind_filters(page, {"q": q.lower() if q else q, "architecture": architecture})
@@ -83,7 +83,7 @@ def get_model(model: ModelName, runtime: RuntimeDep) -> ModelRead:
         return model_record(conn=conn, model=model)
 
 
-def model_record(*, conn: Connection, model: str) -> ModelRead:
+def model_record(*, conn: ReadConnection, model: str) -> ModelRead:
     """``GET /v1/models/{model}`` (also answered by ``app.api.fast_reads``)."""
     return service.read_model(conn=conn, name=model)
 

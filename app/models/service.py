@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Row, Select, bindparam, func, select
+from sqlalchemy import Row, Select, bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -15,6 +15,7 @@ from app.api.names import check_alias, check_name, is_valid_name
 from app.architectures.registry import ArchitectureRegistry
 from app.architectures.service import hold_registration
 from app.db.engine import begin_write
+from app.db.raw_reads import ReadConnection
 from app.errors import ArchitectureNotFound, ArchitectureNotFoundInput, ModelExists, ModelNotFound
 from app.models.models import Alias, RegisteredModel
 from app.models.schemas import ModelCreate, ModelRead, ModelUpdate
@@ -185,7 +186,7 @@ def _model_read(row: Row[*tuple[Any, ...]], aliases: dict[str, int]) -> ModelRea
     )
 
 
-def read_model(*, conn: Connection, name: str) -> ModelRead:
+def read_model(*, conn: ReadConnection, name: str) -> ModelRead:
     """A model as the API shows it, in one statement (the aliases joined); raises ``ModelNotFound``."""
     if not is_valid_name(name):
         raise model_not_found(name)
@@ -197,7 +198,7 @@ def read_model(*, conn: Connection, name: str) -> ModelRead:
 
 
 def read_model_list(
-    *, conn: Connection, limit: int, after: Any | None, q: str = "", architecture: str = ""
+    *, conn: ReadConnection, limit: int, after: Any | None, q: str = "", architecture: str = ""
 ) -> list[ModelRead]:
     """Up to ``limit + 1`` models in name order after ``after``: those whose name contains ``q``
     (case-insensitive, ``%`` and ``_`` literal) and with ``architecture``, when given. One statement for

@@ -1,4 +1,5 @@
-"""One ASGI middleware for request ids, the access log line and request metrics."""
+"""Request ids, the access log line and request metrics: one ASGI middleware for every request, and the
+two functions it uses (``incoming_request_id``, ``finish_request``) for the fast reads answered before it."""
 
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def _metrics(method: str, route: str, status: int) -> tuple[Any, Any, Any, Any]:
     return found
 
 
-def _incoming_id(headers: list[tuple[bytes, bytes]]) -> str:
+def incoming_request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    """The caller's ``X-Request-ID`` when it is a plausible id, else a new one."""
     for name, value in headers:
         if name == b"x-request-id":
             incoming = value.decode("latin-1")
@@ -60,7 +62,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _incoming_id(scope["headers"])
+        request_id = incoming_request_id(scope["headers"])
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
@@ -84,25 +86,38 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, counting_receive, tagging_send)
         finally:
-            elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", "unmatched")
-            method = scope["method"]
-            requests, latency, bytes_in, bytes_out = _metrics(method, route, status)
-            requests.inc()
-            latency.observe(elapsed)
-            bytes_in.inc(received)
-            bytes_out.inc(sent)
-            log.info(
-                "%s %s %d %.1fms",
-                method,
-                scope["path"],
-                status,
-                elapsed * 1000,
-                extra={
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 2),
-                    "bytes_in": received,
-                    "bytes_out": sent,
-                },
-            )
+            finish_request(scope, route=route, status=status, started=started, received=received, sent=sent)
             request_id_var.reset(token)
+
+
+def finish_request(
+    scope: Scope, *, route: str, status: int, started: float, received: int, sent: int
+) -> None:
+    """Count the request in the metrics and write its access log line (with the current request id)."""
+    elapsed = time.perf_counter() - started
+    method = scope["method"]
+    requests, latency, bytes_in, bytes_out = _metrics(method, route, status)
+    requests.inc()
+    latency.observe(elapsed)
+    bytes_in.inc(received)
+    bytes_out.inc(sent)
+    if log.isEnabledFor(logging.INFO):
+        # makeRecord + handle is what log.info does, less findCaller's walk up the stack (a tenth of a
+        # fast read): the caller is always this line, and no formatter of ours prints it.
+        record = log.makeRecord(
+            log.name,
+            logging.INFO,
+            __file__,
+            0,
+            "%s %s %d %.1fms",
+            (method, scope["path"], status, elapsed * 1000),
+            None,
+            extra={
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 2),
+                "bytes_in": received,
+                "bytes_out": sent,
+            },
+        )
+        log.handle(record)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
-from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -14,6 +13,7 @@ from app.artifacts.naming import DownloadUrl
 from app.artifacts.urls import download_urls
 from app.auth.policy import requires
 from app.db.engine import read_connection
+from app.db.raw_reads import ReadConnection
 from app.deps import (
     DownloadUrlDep,
     ModelName,
@@ -115,7 +115,7 @@ def list_versions(
 
 
 def version_page(
-    *, conn: Connection, url: DownloadUrl, model: str, page: PageParams, order: str | None
+    *, conn: ReadConnection, url: DownloadUrl, model: str, page: PageParams, order: str | None
 ) -> Page[VersionRead]:
     """``GET .../versions`` once its parameters are parsed (also answered by ``app.api.fast_reads``)."""
     # A cursor continues the order it was made in; "asc" is the unfiltered list.
@@ -135,7 +135,7 @@ def get_version(request: Request, model: ModelName, ref: Ref, runtime: RuntimeDe
         return version_record(conn=conn, url=url, model=model, ref=ref)
 
 
-def version_record(*, conn: Connection, url: DownloadUrl, model: str, ref: str) -> VersionRead:
+def version_record(*, conn: ReadConnection, url: DownloadUrl, model: str, ref: str) -> VersionRead:
     """``GET .../versions/{ref}`` (also answered by ``app.api.fast_reads``)."""
     return service.read_version(conn=conn, model=model, ref=ref, url=url)
 

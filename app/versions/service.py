@@ -12,7 +12,6 @@ from typing import Any
 from sqlalchemy import (
     BindParameter,
     ColumnElement,
-    Connection,
     Row,
     Select,
     and_,
@@ -34,6 +33,7 @@ from app.checkpoints.ingest import WrittenArtifact
 from app.checkpoints.limits import ReadLimits
 from app.checkpoints.pool import Ingester
 from app.db.engine import begin_write
+from app.db.raw_reads import ReadConnection
 from app.errors import AliasInUse, ModelNotFound, VersionNotFound
 from app.models.models import Alias, RegisteredModel
 from app.models.service import model_not_found
@@ -199,7 +199,7 @@ def _version_reads(
     return [VersionRead.model_validate(version) for version in found.values()]
 
 
-def read_version(*, conn: Connection, model: str, ref: str, url: DownloadUrl) -> VersionRead:
+def read_version(*, conn: ReadConnection, model: str, ref: str, url: DownloadUrl) -> VersionRead:
     """``GET .../versions/{ref}`` in one statement: the model, the version ``ref`` names and its artifacts.
 
     Raises ``ModelNotFound`` or ``VersionNotFound`` as ``resolve_version`` does.
@@ -224,7 +224,7 @@ def read_version(*, conn: Connection, model: str, ref: str, url: DownloadUrl) ->
 
 
 def read_version_page(
-    *, conn: Connection, model: str, limit: int, after: Any | None, newest_first: bool, url: DownloadUrl
+    *, conn: ReadConnection, model: str, limit: int, after: Any | None, newest_first: bool, url: DownloadUrl
 ) -> list[VersionRead]:
     """Up to ``limit + 1`` versions after ``after`` in number order (``newest_first``: descending), with
     their artifacts: the model's id, the page by the (model_id, number) index, the page's artifacts."""

@@ -3,6 +3,7 @@ the fast path does not answer (errors, odd parameters, refused tokens) is FastAP
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from sqlalchemy import text
 from app.api import fast_reads
 from app.auth.service import create_token, revoke_token
 from app.main import create_app
+from app.ops.logs import request_id_var
 from app.settings import Settings
 from tests.checkpoints import SimpleModel, save
 from tests.conftest import create_model, upload
@@ -177,3 +179,42 @@ def test_with_auth_on_a_revoked_token_is_refused_by_the_next_read(
         assert revoke_token(session=session, public_id=read.split("_")[1])
     refused = secured.get("/v1/models/demo", headers=as_reader)
     assert refused.status_code == 401 and "revoked" in refused.json()["error"]["message"]
+
+
+def test_fast_reads_carry_request_id_metrics_and_access_line(
+    client: TestClient, answered_fast: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Answered in front of RequestContextMiddleware, a fast read still does what that middleware does."""
+    create_model(client, "demo")
+
+    def count() -> float:
+        text = client.get("/metrics").text
+        line = 'weightvault_http_requests_total{method="GET",route="/v1/models/{model}",status="200"}'
+        return next((float(row.split()[-1]) for row in text.splitlines() if row.startswith(line)), 0.0)
+
+    ids: list[str | None] = []
+
+    class SeeRequestId(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            ids.append(request_id_var.get())
+
+    seen = SeeRequestId()
+    access = logging.getLogger("weightvault.access")
+    before = count()
+    access.addHandler(seen)
+    try:
+        with caplog.at_level(logging.INFO, logger="weightvault.access"):
+            given = client.get("/v1/models/demo", headers={"X-Request-ID": "trace-42"})
+            generated = client.get("/v1/models/demo")
+    finally:
+        access.removeHandler(seen)
+    assert answered_fast == ["/v1/models/demo", "/v1/models/demo"]
+    assert given.headers["x-request-id"] == "trace-42"
+    assert len(generated.headers["x-request-id"]) == 32
+    assert ids == ["trace-42", generated.headers["x-request-id"]]
+    assert count() - before == 2
+    lines = [
+        r for r in caplog.records if r.name == "weightvault.access" and "/v1/models/demo" in r.getMessage()
+    ]
+    assert [r.getMessage().split()[:3] for r in lines] == [["GET", "/v1/models/demo", "200"]] * 2
+    assert [r.bytes_out for r in lines] == [len(given.content)] * 2
