@@ -71,5 +71,7 @@ def test_recipes_hashed_in_parallel_equal_recipes_built_one_by_one(tmp_path: Pat
         "pt": torch_pieces(weights, blobs=storages),
     }
     blobs.finish()
-    assert build_recipes(drafts, blobs) == {key: Recipe.build(pieces, blobs) for key, pieces in drafts.items()}
+    assert build_recipes(drafts, blobs) == {
+        key: Recipe.build(pieces, blobs) for key, pieces in drafts.items()
+    }
     assert build_recipes({}, blobs) == {}
