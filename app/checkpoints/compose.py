@@ -116,13 +116,19 @@ def compose_torch(obj: Any, *, blobs: TensorSink | StorageBlobs, archive: str = 
 
     ``archive`` is the folder torch names after the file (``"archive"`` when saving to a buffer).
     """
+    storages = _storage_blobs(blobs)
+    return Recipe.build(torch_pieces(obj, blobs=storages, archive=archive), storages.sink)
+
+
+def torch_pieces(obj: Any, *, blobs: TensorSink | StorageBlobs, archive: str = "archive") -> list[Piece]:
+    """``compose_torch``'s pieces, not yet hashed (``recipe_hash.build_recipes`` hashes several at once)."""
     alignment = int(getattr(torch.serialization, "_get_storage_alignment")())  # noqa: B009
     storages = _storage_blobs(blobs)
     records = [
         ZipRecord(name, data if isinstance(data, bytes) else storages.blob_for(data))
         for name, data in torch_records(obj)
     ]
-    return Recipe.build(torch_zip_pieces(archive, records, alignment=alignment), storages.sink)
+    return torch_zip_pieces(archive, records, alignment=alignment)
 
 
 def compose_safetensors(
@@ -131,7 +137,18 @@ def compose_safetensors(
     blobs: TensorSink | StorageBlobs,
     tied_groups: Sequence[Sequence[str]] = (),
 ) -> Recipe:
-    """The recipe of the safetensors file ``writer.write_safetensors`` writes for ``weights``.
+    """The recipe of the safetensors file ``writer.write_safetensors`` writes for ``weights``."""
+    storages = _storage_blobs(blobs)
+    return Recipe.build(safetensors_pieces(weights, blobs=storages, tied_groups=tied_groups), storages.sink)
+
+
+def safetensors_pieces(
+    weights: Mapping[str, torch.Tensor],
+    *,
+    blobs: TensorSink | StorageBlobs,
+    tied_groups: Sequence[Sequence[str]] = (),
+) -> list[Piece]:
+    """``compose_safetensors``'s pieces, not yet hashed.
 
     Tied names after the first of each group are left out and recorded in the metadata, as
     ``safetensors.torch.save_model`` does. A tensor that shares its storage with another, untied key
@@ -162,7 +179,7 @@ def compose_safetensors(
     encoded += b" " * (-len(encoded) % _HEADER_ALIGNMENT)
     pieces: list[Piece] = [Literal(struct.pack("<Q", len(encoded)) + encoded)]
     pieces += [piece for _name, _tensor, piece in entries]
-    return Recipe.build(pieces, storages.sink)
+    return pieces
 
 
 def _tensor_range(tensor: torch.Tensor, storages: StorageBlobs) -> Piece:

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from app.architectures.spec import Architecture
-from app.checkpoints.compose import StorageBlobs, compose_safetensors, compose_torch
+from app.checkpoints.compose import StorageBlobs, safetensors_pieces, torch_pieces
 from app.checkpoints.compose_load import load_composed_safetensors, load_composed_torch
 from app.checkpoints.ingest import ProofFailed, WrittenArtifact, unreadable_training_entries
 from app.checkpoints.limits import ReadLimits
@@ -44,6 +44,7 @@ from app.checkpoints.zipcheck import check_torch_zip_file
 from app.errors import UnreadableCheckpoint
 from app.storage.blobstore import BlobStore
 from app.storage.composed import Recipe, RecipeError, open_composed
+from app.storage.recipe_hash import build_recipes
 from app.storage.tensorblobs import TensorBlobs
 
 TENSOR_DIR = "tensors"
@@ -66,16 +67,22 @@ def store_artifacts(
     proven recipes in ``workdir``, their tensor blobs staged under ``workdir/tensors``."""
     blobs = TensorBlobs(workdir / TENSOR_DIR, store=store_of(workdir))
     storages = StorageBlobs(blobs)
-    recipes = {
-        ("full", "pt"): compose_torch({"model_state_dict": weights, **training_state}, blobs=storages),
-        ("weights", "safetensors"): compose_safetensors(
-            weights, blobs=storages, tied_groups=plan.tied_groups
-        ),
-        # Always composed by us from torch.save's own records, never the upload's bytes: a served file
-        # holds only what torch.save writes (no smuggled members, no device names a CPU-only client
-        # cannot load).
-        ("weights", "pt"): compose_torch(weights, blobs=storages),
-    }
+    try:
+        drafts = {
+            ("full", "pt"): torch_pieces({"model_state_dict": weights, **training_state}, blobs=storages),
+            ("weights", "safetensors"): safetensors_pieces(
+                weights, blobs=storages, tied_groups=plan.tied_groups
+            ),
+            # Always composed by us from torch.save's own records, never the upload's bytes: a served
+            # file holds only what torch.save writes (no smuggled members, no device names a CPU-only
+            # client cannot load).
+            ("weights", "pt"): torch_pieces(weights, blobs=storages),
+        }
+        blobs.finish()
+    except BaseException:
+        blobs.abandon()
+        raise
+    recipes = build_recipes(drafts, blobs)
     stage("written")
     artifacts = []
     for (kind, fmt), recipe in recipes.items():

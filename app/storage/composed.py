@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 RECIPE_FORMAT = "weightvault.recipe/1"
 READ_CHUNK = 1024 * 1024
+HASH_READ_CHUNK = 256 * 1024
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -111,10 +112,7 @@ class Recipe:
         merged = merge_pieces(pieces)
         size = sum(piece.length for piece in merged)
         draft = cls(pieces=merged, size=size, sha256="0" * 64)
-        digest = hashlib.sha256()
-        for chunk in iter_chunks(draft, blobs):
-            digest.update(chunk)
-        return cls(pieces=merged, size=size, sha256=digest.hexdigest())
+        return cls(pieces=merged, size=size, sha256=composed_sha256(draft, blobs))
 
     @functools.cached_property
     def starts(self) -> tuple[int, ...]:
@@ -258,6 +256,27 @@ def send_range(out_fd: int, recipe: Recipe, blobs: BlobPaths, start: int = 0, en
     return total
 
 
+def composed_sha256(recipe: Recipe, blobs: BlobPaths) -> str:
+    """The sha256 of the composed bytes. Blob ranges are read into one reused buffer small enough to
+    stay in the CPU cache while it is hashed (measured: a few percent less CPU than a fresh 1 MiB bytes
+    object per read; this is every ingest's and every fsck's pass over each composed file)."""
+    digest = hashlib.sha256()
+    buffer = memoryview(bytearray(HASH_READ_CHUNK))
+    for segment in segments(recipe, blobs):
+        if isinstance(segment, bytes):
+            digest.update(segment)
+            continue
+        with segment.path.open("rb") as handle:
+            offset, remaining = segment.offset, segment.length
+            while remaining:
+                got = os.preadv(handle.fileno(), [buffer[: min(remaining, len(buffer))]], offset)
+                if not got:
+                    raise RecipeError("a tensor blob is shorter than the recipe says")
+                digest.update(buffer[:got])
+                offset, remaining = offset + got, remaining - got
+    return digest.hexdigest()
+
+
 def _read_range(fd: int, offset: int, length: int, chunk: int) -> Iterator[bytes]:
     remaining = length
     while remaining:
@@ -349,11 +368,9 @@ def verify(recipe: Recipe, blobs: BlobPaths, *, rehash: bool = True) -> list[str
         if size < needed:
             problems.append(f"tensor blob {sha256} holds {size} bytes; the recipe reads up to {needed}")
     if rehash and not problems:
-        digest = hashlib.sha256()
-        for chunk in iter_chunks(recipe, blobs):
-            digest.update(chunk)
-        if digest.hexdigest() != recipe.sha256:
-            problems.append(f"the composed bytes hash to {digest.hexdigest()}, not {recipe.sha256}")
+        found = composed_sha256(recipe, blobs)
+        if found != recipe.sha256:
+            problems.append(f"the composed bytes hash to {found}, not {recipe.sha256}")
     return problems
 
 
