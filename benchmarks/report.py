@@ -149,7 +149,7 @@ def targets(
         Target(
             f"vs MLflow {dlabel}",
             "MLflow artifact GET / weightvault GET (x faster)",
-            [f"download/{dk}/service/seconds"],
+            [f"download/{dk}/weights_safetensors/service/seconds"],
             [f"mlflow/{dk}/get/seconds"],
             ">=",
             10.0,
