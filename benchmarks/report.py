@@ -95,16 +95,17 @@ def targets(
             ),
         ]
     dk, dlabel = size_key(download_size), size_label(download_size)
-    found.append(
-        Target(
-            f"download {dlabel}",
-            "weightvault GET / nginx sendfile GET",
-            [f"download/{dk}/service/seconds"],
-            [f"download/{dk}/nginx/seconds"],
-            "<=",
-            1.0,
+    for kind, fmt in (("full", "pt"), ("weights", "safetensors"), ("weights", "pt"), ("hf", "zip")):
+        found.append(
+            Target(
+                f"download {dlabel}",
+                f"weightvault GET {kind}.{fmt} (composed) / nginx sendfile GET of a file of its size",
+                [f"download/{dk}/{kind}_{fmt}/service/seconds"],
+                [f"download/{dk}/{kind}_{fmt}/nginx/seconds"],
+                "<=",
+                1.0,
+            )
         )
-    )
     found.append(
         Target(
             f"pull {dlabel}",
@@ -148,7 +149,7 @@ def targets(
         Target(
             f"vs MLflow {dlabel}",
             "MLflow artifact GET / weightvault GET (x faster)",
-            [f"download/{dk}/service/seconds"],
+            [f"download/{dk}/weights_safetensors/service/seconds"],
             [f"mlflow/{dk}/get/seconds"],
             ">=",
             10.0,

@@ -77,7 +77,7 @@ def download_artifact(
             store,
             recipe_stat=os.stat(store.path_for(artifact.recipe_sha256)),
             headers=headers,
-            media_type=media_type(packaging),
+            media_type=media_type(packaging, artifact.format),
         )
     path = store.path_for(artifact.sha256)
     return BlobResponse(

@@ -5,7 +5,8 @@ for CRC and sizes (general-purpose bit 3) and a data descriptor follows the data
 pads the header so every member's data starts on a 64-byte boundary; members of 4 GiB or more, or
 starting past 4 GiB, get a zip64 extra field and a 24-byte descriptor; a zip64 end-of-directory record
 and locator always precede the classic one. Here the same bytes are produced as literal pieces around
-blob ranges, from each member's size and CRC32 alone, so no tensor byte is read or copied.
+blob ranges, from each member's size and CRC32 alone, so no tensor byte is read or copied. The same
+layout (``stored_zip_pieces``) holds any zip whose members are composed, such as the ``hf`` folder zip.
 """
 
 from __future__ import annotations
@@ -57,6 +58,16 @@ class ZipRecord:
         return self.data[:8] if isinstance(self.data, bytes) else self.data.head
 
 
+@dataclass(frozen=True)
+class ZipMember:
+    """One stored (uncompressed) member: its full name, its data as pieces, their size and CRC32."""
+
+    name: str
+    pieces: tuple[Piece, ...]
+    size: int
+    crc32: int
+
+
 def torch_zip_pieces(archive: str, records: Sequence[ZipRecord], *, alignment: int) -> list[Piece]:
     """The whole archive: ``records`` in order, then torch's ``version`` and serialization id records,
     the central directory and the end records."""
@@ -64,52 +75,67 @@ def torch_zip_pieces(archive: str, records: Sequence[ZipRecord], *, alignment: i
     version = ZipRecord(end_records.version_name, end_records.version)
     written = [*records, version]
     identifier = ZipRecord(end_records.id_name, serialization_id(end_records.name_hash, written).encode())
+    return stored_zip_pieces(
+        [_as_member(archive, record) for record in [*written, identifier]], alignment=alignment
+    )
+
+
+def _as_member(archive: str, record: ZipRecord) -> ZipMember:
+    pieces: tuple[Piece, ...]
+    if isinstance(record.data, bytes):
+        pieces = (Literal(record.data),)
+    elif record.size:
+        pieces = (BlobRange(sha256=record.data.sha256, offset=0, length=record.size),)
+    else:
+        pieces = ()
+    return ZipMember(f"{archive}/{record.name}", pieces, record.size, record.crc32)
+
+
+def stored_zip_pieces(members: Sequence[ZipMember], *, alignment: int) -> list[Piece]:
+    """A zip of ``members`` in order, laid out as torch's writer lays out its archives (each member's
+    data aligned, its CRC and sizes in a data descriptor, zip64 records always present): any zip
+    reader reads it, and no member's data is read or copied to build it."""
     pieces: list[Piece] = []
     directory: list[bytes] = []
     cursor = 0
-    for record in [*written, identifier]:
-        header, central = _member(archive, record, cursor, alignment)
-        pieces.append(Literal(header))
-        if isinstance(record.data, bytes):
-            pieces.append(Literal(record.data))
-        elif record.size:
-            pieces.append(BlobRange(sha256=record.data.sha256, offset=0, length=record.size))
-        descriptor = _descriptor(record, cursor)
-        pieces.append(Literal(descriptor))
+    for member in members:
+        header, central = _member(member, cursor, alignment)
+        descriptor = _descriptor(member, cursor)
+        pieces += [Literal(header), *member.pieces, Literal(descriptor)]
         directory.append(central)
-        cursor += len(header) + record.size + len(descriptor)
+        cursor += len(header) + member.size + len(descriptor)
     pieces.append(Literal(_end_of_directory(b"".join(directory), cursor, len(directory))))
     return pieces
 
 
-def _needs_zip64(record: ZipRecord, cursor: int) -> bool:
-    return record.size >= MAX32 or cursor >= MAX32
+def _needs_zip64(member: ZipMember, cursor: int) -> bool:
+    return member.size >= MAX32 or cursor >= MAX32
 
 
-def _zip64_extra(record: ZipRecord, cursor: int, *, local: bool) -> bytes:
-    if not _needs_zip64(record, cursor):
+def _zip64_extra(member: ZipMember, cursor: int, *, local: bool) -> bytes:
+    if not _needs_zip64(member, cursor):
         return b""
     values: list[int] = []
-    if record.size >= MAX32:
+    if member.size >= MAX32:
         # miniz writes the local header before the data: its compressed size is still 0 there.
-        values += [record.size, 0 if local else record.size]
+        values += [member.size, 0 if local else member.size]
     if cursor >= MAX32:
         values.append(cursor)
     return struct.pack(f"<HH{len(values)}Q", 0x0001, 8 * len(values), *values)
 
 
-def _member(archive: str, record: ZipRecord, cursor: int, alignment: int) -> tuple[bytes, bytes]:
+def _member(member: ZipMember, cursor: int, alignment: int) -> tuple[bytes, bytes]:
     """The local header (with name, extra fields and alignment padding) and the central entry."""
-    name = f"{archive}/{record.name}".encode()
-    flags = _FLAG_UTF8 | (_FLAG_DESCRIPTOR if record.size else 0)
-    zip64_local = _zip64_extra(record, cursor, local=True)
+    name = member.name.encode()
+    flags = _FLAG_UTF8 | (_FLAG_DESCRIPTOR if member.size else 0)
+    zip64_local = _zip64_extra(member, cursor, local=True)
     # torch's getPadding: the FB field's own 4 bytes, then whatever reaches the alignment.
     data_start = cursor + _LOCAL.size + len(name) + len(zip64_local) + 4
     padding = -data_start % alignment
     padding_field = b"FB" + struct.pack("<H", padding) + b"Z" * padding
     extra = zip64_local + padding_field
     local = _LOCAL.pack(b"PK\x03\x04", 0, flags, 0, 0, 0, 0, 0, 0, len(name), len(extra))
-    zip64_central = _zip64_extra(record, cursor, local=False)
+    zip64_central = _zip64_extra(member, cursor, local=False)
     central = _CENTRAL.pack(
         b"PK\x01\x02",
         0,
@@ -118,9 +144,9 @@ def _member(archive: str, record: ZipRecord, cursor: int, alignment: int) -> tup
         0,
         0,
         0,
-        record.crc32,
-        min(record.size, MAX32),
-        min(record.size, MAX32),
+        member.crc32,
+        min(member.size, MAX32),
+        min(member.size, MAX32),
         len(name),
         len(zip64_central),
         0,
@@ -132,12 +158,12 @@ def _member(archive: str, record: ZipRecord, cursor: int, alignment: int) -> tup
     return local + name + extra, central + name + zip64_central
 
 
-def _descriptor(record: ZipRecord, cursor: int) -> bytes:
-    if not record.size:
+def _descriptor(member: ZipMember, cursor: int) -> bytes:
+    if not member.size:
         return b""
-    if _needs_zip64(record, cursor):
-        return _DESCRIPTOR64.pack(_DESCRIPTOR_SIGNATURE, record.crc32, record.size, record.size)
-    return _DESCRIPTOR32.pack(_DESCRIPTOR_SIGNATURE, record.crc32, record.size, record.size)
+    if _needs_zip64(member, cursor):
+        return _DESCRIPTOR64.pack(_DESCRIPTOR_SIGNATURE, member.crc32, member.size, member.size)
+    return _DESCRIPTOR32.pack(_DESCRIPTOR_SIGNATURE, member.crc32, member.size, member.size)
 
 
 def _end_of_directory(directory: bytes, offset: int, entries: int) -> bytes:

@@ -1,8 +1,8 @@
-"""A version as a model folder (the ``hf`` artifact): written by the library, zipped, loaded back and proven."""
+"""A version as a model folder (the ``hf`` artifact): written by the library, loaded back, composed as a zip."""
 
 from __future__ import annotations
 
-import zipfile
+import hashlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,14 +13,15 @@ import torch
 
 from app.architectures.folders import FolderFormat
 from app.architectures.spec import Architecture
+from app.checkpoints.compose import TensorSink
+from app.checkpoints.compose_folder import ComposedZipMismatch, check_composed_zip, compose_folder_zip
 from app.checkpoints.folder import FolderFile, PretrainedFolder
 from app.checkpoints.validate import ForwardRun, identical_outputs, load_fresh, max_abs_diff, run_forward
 from app.errors import ArchitectureMismatch
 from app.storage.blobstore import sha256_file
+from app.storage.composed import Recipe
 
 DEFAULT_HF_SHARD_BYTES = 5 * 1000**3  # what save_pretrained uses ("5GB")
-# Zip members get this time stamp: the artifact's bytes (and sha256) depend on its content alone.
-_ZIP_TIME = (2020, 1, 1, 0, 0, 0)
 
 
 class FolderProofFailed(RuntimeError):
@@ -29,8 +30,11 @@ class FolderProofFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class FolderArtifact:
-    path: Path
-    sha256: str
+    """The proven zip's recipe, written to ``recipe_path`` (stored as the blob ``recipe_sha256``)."""
+
+    recipe: Recipe
+    recipe_path: Path
+    recipe_sha256: str
     validation: dict[str, Any]
 
 
@@ -93,14 +97,17 @@ def write_folder_artifact(
     weights: Mapping[str, torch.Tensor],
     extras: Sequence[FolderFile],
     workdir: Path,
+    blobs: TensorSink,
     shard_bytes: int,
     inputs: tuple[torch.Tensor, ...],
     reference: ForwardRun,
 ) -> FolderArtifact:
-    """Save the weights as the library's folder with the kept extras, zip it, and prove the zip.
+    """Save the weights as the library's folder with the kept extras and compose its zip from blobs.
 
-    The proof unzips the artifact and loads it with the library's own loader (``from_pretrained``), as
-    a user will, then requires outputs identical to the upload's.
+    The proof loads the folder with the library's own loader (``from_pretrained``), as a user will
+    load the unzipped download, and requires outputs identical to the upload's; then the composed zip
+    must read back, member by member, as exactly that folder. The folder is written once (by the
+    library, in the workdir); the zip is never written out.
     """
     folder = workdir / "folder"
     folder.mkdir()
@@ -109,35 +116,32 @@ def write_folder_artifact(
         target = folder / extra.name
         target.unlink(missing_ok=True)
         target.hardlink_to(extra.path)
-    path = workdir / "folder.zip"
-    with zipfile.ZipFile(path, "x", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
-        for member in sorted(folder.iterdir()):
-            info = zipfile.ZipInfo(member.name, date_time=_ZIP_TIME)
-            info.external_attr = 0o644 << 16
-            with member.open("rb") as source, archive.open(info, "w", force_zip64=True) as sink:
-                while chunk := source.read(1 << 20):
-                    sink.write(chunk)
-    sha256 = sha256_file(path)
+    recipe = compose_folder_zip(folder, blobs=blobs)
 
-    check = workdir / "folder-check"
-    check.mkdir()
-    with zipfile.ZipFile(path) as archive:
-        archive.extractall(check)
     names = [spec.name for spec in architecture.inputs(config)]
-    run = run_forward(folder_format.load(check, names), inputs)
+    run = run_forward(folder_format.load(folder, names), inputs)
     if not identical_outputs(reference.outputs, run.outputs):
         raise FolderProofFailed(
             "the model folder loaded back gave different outputs "
             f"(max abs diff {max_abs_diff(reference.outputs, run.outputs)})"
         )
+    try:
+        check_composed_zip(recipe, blobs, folder)
+    except ComposedZipMismatch as exc:
+        raise FolderProofFailed(str(exc)) from exc
+    encoded = recipe.to_json()
+    recipe_path = workdir / "hf.zip.recipe.json"
+    recipe_path.write_bytes(encoded)  # fsynced by BlobStore.put before it is visible
     return FolderArtifact(
-        path=path,
-        sha256=sha256,
+        recipe=recipe,
+        recipe_path=recipe_path,
+        recipe_sha256=hashlib.sha256(encoded).hexdigest(),
         validation={
             "status": "passed",
             "checked_at": datetime.now(UTC).isoformat(),
-            "method": f"unzipped and loaded with the library's own loader into {architecture.name}; "
-            "outputs on the example inputs identical to the upload's",
+            "method": f"loaded with the library's own loader into {architecture.name}, outputs on the "
+            "example inputs identical to the upload's; the zip composed from the stored tensors read "
+            "back member by member (names, order, local headers, CRC32s) as exactly that folder",
             "strict": True,
             "max_abs_diff": 0.0,
         },

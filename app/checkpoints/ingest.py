@@ -39,6 +39,7 @@ from app.checkpoints.writer import (
     own_storages,
 )
 from app.errors import ArchitectureMismatch, UnreadableCheckpoint
+from app.storage.tensorblobs import TensorBlobs
 
 
 class ProofFailed(RuntimeError):
@@ -113,7 +114,8 @@ def ingest_checkpoint(
     training_state = own_storages(normal.training_state)
 
     fmt, layout, training = loaded.format, normal.layout, normal.training
-    from app.checkpoints.store_artifacts import store_artifacts  # imports this module: import when used
+    # store_artifacts imports this module: import when used.
+    from app.checkpoints.store_artifacts import TENSOR_DIR, store_artifacts, store_of
 
     artifacts = store_artifacts(
         workdir=workdir,
@@ -135,6 +137,8 @@ def ingest_checkpoint(
             weights=canonical,
             extras=read.folder.extras if read.folder is not None else (),
             workdir=workdir,
+            # The same staging folder as the other downloads' blobs: a tensor they stored is not written again.
+            blobs=TensorBlobs(workdir / TENSOR_DIR, store=store_of(workdir)),
             shard_bytes=hf_shard_bytes,
             inputs=inputs,
             reference=reference,
@@ -143,10 +147,14 @@ def ingest_checkpoint(
             WrittenArtifact(
                 kind=folder_kind.artifact_kind,
                 format="zip",
-                path=hf.path,
-                sha256=hf.sha256,
-                size=hf.path.stat().st_size,
+                path=hf.recipe_path,
+                sha256=hf.recipe.sha256,
+                size=hf.recipe.size,
                 validation=hf.validation,
+                storage="recipe",
+                recipe_sha256=hf.recipe_sha256,
+                tensors=tuple(sorted(hf.recipe.blob_shas())),
+                tensor_dir=workdir / TENSOR_DIR,
             )
         )
     return IngestResult(

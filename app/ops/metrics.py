@@ -35,7 +35,7 @@ class DatabaseCollector(Collector):
         self.runtime = runtime
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        from app.artifacts.models import Artifact
+        from app.artifacts import stored
         from app.jobs.models import STATUSES, Job
 
         with self.runtime.sessions() as session:
@@ -43,7 +43,7 @@ class DatabaseCollector(Collector):
             durations = session.execute(
                 select(Job.status, Job.started_at, Job.finished_at).where(Job.finished_at.is_not(None))
             ).all()
-            blobs = session.execute(select(Artifact.sha256, Artifact.size).distinct()).all()
+            at_rest, blobs = stored.bytes_at_rest(session=session, store=self.runtime.store)
         jobs = GaugeMetricFamily("weightvault_jobs", "Conversion jobs by status", labels=["status"])
         for status in STATUSES:
             jobs.add_metric([status], counts.get(status, 0))
@@ -65,11 +65,14 @@ class DatabaseCollector(Collector):
             finished.add_metric([status], len(spans))
         yield seconds
         yield finished
-        sizes = {sha: size for sha, size in blobs}
         yield GaugeMetricFamily(
-            "weightvault_storage_bytes", "Bytes of distinct stored blobs", value=sum(sizes.values())
+            "weightvault_storage_bytes",
+            "Bytes at rest: distinct whole-file, recipe and tensor blobs the artifacts keep",
+            value=at_rest,
         )
-        yield GaugeMetricFamily("weightvault_storage_blobs", "Distinct stored blobs", value=len(sizes))
+        yield GaugeMetricFamily(
+            "weightvault_storage_blobs", "Distinct stored blobs (files, recipes, tensors)", value=blobs
+        )
         # Counted by the worker supervisors (other processes) in the data dir, read here at scrape time.
         yield CounterMetricFamily(
             "weightvault_conversion_worker_restarts",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
@@ -12,7 +13,10 @@ from typing import Any
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
+from app.artifacts.models import Artifact
 from app.main import create_app
 from app.settings import Settings
 from tests.api.test_architectures import error, register
@@ -291,3 +295,64 @@ def test_the_hf_artifact_is_sharded_past_the_shard_size_and_extras_limits_are_se
         (folder / "special_tokens_map.json").write_text("{}")
         body = error(push_parts(client, "m", folder), 422, "limit_exceeded")
         assert body["details"] == {"extras": 2, "limit": 1}
+
+
+def test_the_hf_zip_is_composed_from_the_stored_tensors_and_served_identically(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """The hf zip reads the tensor blobs the other downloads read: pushing a transformers model stores
+    its tensor bytes once, and the zip is the same bytes on every request and every Range."""
+    config = tiny_config("GPT2LMHeadModel", vocab_size=2048)  # tensors well above the metadata
+    model = tiny_model(config)
+    folder = tmp_path / "my-model"
+    model.save_pretrained(folder)
+    (folder / "tokenizer.json").write_text(json.dumps(TOKENIZER))
+    register(client, "tiny", config)
+    create_model(client, "m", architecture="tiny")
+    runtime: Any = client.app.state.runtime  # type: ignore[attr-defined]
+
+    def at_rest() -> int:
+        return sum(path.stat().st_size for path in runtime.store.blobs_dir.glob("??/*"))
+
+    before = at_rest()
+    response = push_parts(client, "m", folder)
+    assert response.status_code == 201, response.text
+    grown = at_rest() - before
+    storages = {
+        t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in model.state_dict().values()
+    }
+    tensor_bytes = sum(storages.values())  # the tied head and embeddings share one storage
+    metadata = 64 * 1024  # four recipes (pickles, headers, config.json, tokenizer), base64 in JSON
+    assert tensor_bytes <= grown <= 1.02 * tensor_bytes + metadata, (grown, tensor_bytes)
+    with runtime.sessions() as session:
+        rows = {
+            (artifact.kind, artifact.format): artifact
+            for artifact in session.scalars(select(Artifact).options(selectinload(Artifact.tensors)))
+        }
+        hf, safetensors = rows[("hf", "zip")], rows[("weights", "safetensors")]
+        assert hf.storage == "recipe" and hf.recipe_sha256 is not None
+        assert {t.sha256 for t in hf.tensors} == {t.sha256 for t in safetensors.tensors}
+    assert sum(a["size"] for a in response.json()["artifacts"]) > 3 * tensor_bytes  # served, not stored
+
+    url = "/v1/models/m/versions/1/artifacts/hf"
+    whole = client.get(url).content
+    hf_read = next(a for a in response.json()["artifacts"] if a["kind"] == "hf")
+    assert hashlib.sha256(whole).hexdigest() == hf_read["sha256"] and len(whole) == hf_read["size"]
+    with zipfile.ZipFile(io.BytesIO(whole)) as archive:
+        assert archive.testzip() is None
+        assert sorted(archive.namelist()) == sorted(path.name for path in folder.iterdir())
+        assert archive.read("model.safetensors") == (folder / "model.safetensors").read_bytes()
+    again = client.get(url)
+    assert again.content == whole and again.headers["etag"] == f'"{hf_read["sha256"]}"'
+    assert again.headers["content-length"] == str(len(whole))
+    size = len(whole)
+    for header, expected in [
+        ("bytes=0-99", whole[:100]),
+        (f"bytes={size // 3}-{size // 2}", whole[size // 3 : size // 2 + 1]),
+        ("bytes=-1000", whole[-1000:]),
+    ]:
+        partial = client.get(url, headers={"Range": header})
+        assert partial.status_code == 206 and partial.content == expected, header
+    head = client.head(url)
+    assert head.status_code == 200 and head.headers["content-length"] == str(size)
+    assert client.get(url, headers={"If-None-Match": again.headers["etag"]}).status_code == 304

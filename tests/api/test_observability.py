@@ -10,11 +10,14 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, select
 
+from app.artifacts.models import Artifact
 from app.ops.logs import ContextFilter, JsonFormatter, request_id_var
+from app.versions.models import Version
 from tests.checkpoints import SimpleModel, save
 from tests.conftest import create_model, upload
+from tests.fixtures.stored import store_as_whole_files
 
 
 def _samples(client: TestClient) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -48,8 +51,46 @@ def test_metrics_count_requests_bytes_uploads_and_storage(client: TestClient, tm
     assert delta("weightvault_http_request_duration_seconds_count", method="POST", route=route) == 2
     assert after[("weightvault_job_queue_depth", frozenset())] == 1
     assert after[("weightvault_jobs", frozenset({("status", "queued")}))] == 1
-    assert after[("weightvault_storage_blobs", frozenset())] == 3
-    assert after[("weightvault_storage_bytes", frozenset())] > body.stat().st_size
+    # Bytes at rest (tensor blobs once, recipes), not the three downloads' sizes: what the store holds.
+    on_disk = _blobs_on_disk(client)
+    assert after[("weightvault_storage_blobs", frozenset())] == len(on_disk) > 3
+    assert after[("weightvault_storage_bytes", frozenset())] == sum(on_disk.values())
+
+
+def _blobs_on_disk(client: TestClient) -> dict[str, int]:
+    store = client.app.state.runtime.store  # type: ignore[attr-defined]
+    return {path.name: path.stat().st_size for path in store.blobs_dir.glob("??/*")}
+
+
+def test_storage_metrics_count_a_tensor_once_and_a_whole_file_blob_as_stored(
+    client: TestClient, tmp_path: Path
+) -> None:
+    create_model(client)
+    weights = SimpleModel().state_dict()
+    assert upload(client, "demo", save(weights, tmp_path / "a.pt")).status_code == 201
+    first, before = _samples(client)[("weightvault_storage_bytes", frozenset())], _blobs_on_disk(client)
+    # The same weights as a training checkpoint: its recipes are new at rest, no tensor is.
+    checkpoint = {"epoch": 3, "model_state_dict": weights}
+    response = upload(client, "demo", save(checkpoint, tmp_path / "b.pt"))
+    assert response.status_code == 201
+    second, on_disk = _samples(client), _blobs_on_disk(client)
+    runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    with runtime.sessions() as session:
+        recipes = set(
+            session.scalars(
+                select(Artifact.recipe_sha256)
+                .join(Version)
+                .where(Version.number == response.json()["version"])
+            )
+        )
+    new = set(on_disk) - set(before)
+    assert new and new <= recipes
+    assert second[("weightvault_storage_bytes", frozenset())] == sum(on_disk.values())
+    assert second[("weightvault_storage_bytes", frozenset())] - first == sum(on_disk[name] for name in new)
+    # A whole-file artifact (a data dir written before recipes) counts its file's size once.
+    store_as_whole_files(client)
+    third = _samples(client)
+    assert third[("weightvault_storage_bytes", frozenset())] == sum(_blobs_on_disk(client).values())
 
 
 def test_every_response_carries_a_request_id(client: TestClient) -> None:
