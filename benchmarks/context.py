@@ -21,10 +21,16 @@ def say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def run_child(command: list[str], *, timeout: float, cwd: Path) -> str:
+def run_child(command: list[str], *, timeout: float, cwd: Path, env: dict[str, str] | None = None) -> str:
     """Run a harness child (python -m benchmarks.x ...); its stdout, or an error with its output."""
     done = subprocess.run(
-        command, env=base_env(), cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+        command,
+        env=env if env is not None else base_env(),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command[:4])} ... failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -105,23 +111,25 @@ def create_model(server: Running, name: str, architecture: str, config: dict[str
     expect(rawhttp.json_request(server.url, "POST", "/v1/models", payload), 201, f"create model {name}")
 
 
-def blob_path(server: Running, sha256: str) -> Path:
-    assert server.data_dir is not None
-    return server.data_dir / "blobs" / "sha256" / sha256[:2] / sha256
-
-
 def delete_version(server: Running, model: str, version: dict[str, Any]) -> None:
-    """Delete a version and its blobs at once, so the next repeat stores (and fsyncs) everything anew.
+    """Delete a version and every file only it used, at once, so the next repeat stores (and fsyncs)
+    everything anew.
 
     The service keeps unreferenced blobs for a grace period (an upload may be claiming them); a
-    benchmark repeat re-uploading the same bytes would otherwise find them stored and skip work.
+    benchmark repeat re-uploading the same bytes would otherwise find them stored (whole files, recipes
+    and tensor blobs alike) and skip work. ``gc --grace-seconds 0`` frees exactly what no version reads.
     """
     number = version["version"]
     expect(
         rawhttp.request(server.url, "DELETE", f"/v1/models/{model}/versions/{number}"), 204, "delete version"
     )
-    for artifact in version["artifacts"]:
-        blob_path(server, artifact["sha256"]).unlink(missing_ok=True)
+    assert server.env is not None and server.data_dir is not None
+    run_child(
+        [sys.executable, "-m", "app", "gc", "--grace-seconds", "0"],
+        timeout=600,
+        cwd=server.data_dir.parent,
+        env=server.env,
+    )
 
 
 def warm_up(ctx: Context, server: Running) -> None:

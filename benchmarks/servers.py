@@ -33,6 +33,7 @@ class Running:
     log: Path
     pid: int  # the process that serves HTTP: the one to sample
     data_dir: Path | None = None  # weightvault's
+    env: dict[str, str] | None = None  # weightvault's: what its maintenance commands need too
 
     def log_tail(self, chars: int = 3000) -> str:
         try:
@@ -174,7 +175,7 @@ def weightvault(
         env=env,
         cwd=workdir,  # not the repo: its .env must not leak in
     ) as running:
-        running.data_dir = data_dir
+        running.data_dir, running.env = data_dir, env
         yield running
 
 
