@@ -4,6 +4,8 @@ One weightvault server (``python -m app serve``) holds an ``mlp`` of the downloa
 artifact (safetensors) is fetched, per repeat and in this order, by:
 
 - curl: ``curl -s -o FILE URL``, a fresh process, timed from its start to its exit;
+- curl then ``sha256sum FILE``: the same download checked by hand against the published sha256, which
+  is what ``weightvault pull`` does for every download (shown for context; the target is against curl);
 - the CLI: ``weightvault pull MODEL -o FILE`` with an empty cache (``WEIGHTVAULT_CACHE`` a fresh
   folder), a fresh process timed the same way: interpreter start, imports, the request, the transfer,
   the sha256 check, the fsync, the rename into the cache and the hard link to FILE;
@@ -88,6 +90,16 @@ def run(ctx: Context) -> None:
                 raise RuntimeError(f"curl wrote {out.stat().st_size} bytes, not {weights['size']}")
             return seconds
 
+        def curl_checked_once() -> float:
+            # What a careful user does by hand: download, then check the sha256 the server published.
+            command = '"$1" -sf -o "$2" "$3" && sha256sum "$2"'
+            seconds, stdout = _timed(
+                ["bash", "-c", command, "-", curl, str(out), url], servers.base_env(), work
+            )
+            if stdout.split()[0] != weights["sha256"]:
+                raise RuntimeError(f"curl + sha256sum: {stdout.split()[0]}, not {weights['sha256']}")
+            return seconds
+
         def cli_once() -> float:
             cache = fresh_cache()
             seconds, _ = _timed([str(cli), "pull", model, "-o", str(out)], client_env(cache), work)
@@ -103,6 +115,7 @@ def run(ctx: Context) -> None:
 
         steps = [
             ("curl", "curl -s -o FILE URL (fresh process)", curl_once),
+            ("curl_sha256sum", "curl -s -o FILE URL && sha256sum FILE (fresh processes)", curl_checked_once),
             ("cli", "weightvault pull -o FILE, empty cache (fresh process)", cli_once),
             ("client", "Client.pull(output=FILE), empty cache (the call alone)", client_once),
         ]
