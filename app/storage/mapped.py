@@ -6,8 +6,9 @@ copies the page-cache pages straight into the socket: no ``pread`` into a Python
 thread hop to do that read. The pages of each read are faulted in (``MADV_POPULATE_READ``) in a worker
 thread first, so a cold page cache blocks a thread, as ``pread`` would, and never the event loop.
 
-Reads that straddle a literal piece and a file range (a few per file: headers, zip records) are joined
-into ``bytes``. Blobs are immutable and only ever unlinked, never truncated, so a mapping cannot fault
+``chunks`` walks the pieces themselves (what a response sends); ``read(n)`` keeps a file's contract of
+exactly ``n`` bytes, so a read that straddles pieces is joined into ``bytes`` (what Starlette's
+multi-range responses use). Blobs are immutable and only ever unlinked, never truncated, so a mapping cannot fault
 past a file's end.
 """
 
@@ -17,7 +18,7 @@ import contextlib
 import mmap
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import anyio.to_thread
@@ -59,6 +60,21 @@ class MappedReader:
         if len(segments) == 1 and isinstance(segments[0], FileSegment):
             return await anyio.to_thread.run_sync(self._mapped_view, segments[0])
         return await anyio.to_thread.run_sync(_joined, segments)
+
+    async def chunks(self, start: int, end: int, unit: int) -> AsyncIterator[bytes | memoryview]:
+        """The bytes ``[start, end)`` piece by piece: literal pieces as they are, file ranges as views of at
+        most ``unit`` bytes. Nothing is joined or copied, however small the pieces (a zip of many small
+        tensors is mostly boundaries)."""
+        for segment in self._segments_between(start, end):
+            if isinstance(segment, bytes):
+                yield segment
+                continue
+            offset, stop = segment.offset, segment.offset + segment.length
+            while offset < stop:
+                take = min(unit, stop - offset)
+                part = FileSegment(segment.path, offset, take)
+                yield await anyio.to_thread.run_sync(self._mapped_view, part)
+                offset += take
 
     def close(self) -> None:
         for mapped in self._maps.values():

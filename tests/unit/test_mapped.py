@@ -77,3 +77,21 @@ def test_seek_then_read_returns_that_range(tmp_path: Path) -> None:
         expected[-4:],
         b"",
     ]
+
+
+def test_chunks_send_every_piece_as_it_is_and_never_join_them(tmp_path: Path) -> None:
+    recipe, blobs, expected = _recipe(tmp_path)
+
+    async def walk(start: int, end: int) -> list[bytes | memoryview]:
+        reader = MappedReader(lambda s, e: segments(recipe, blobs, s, e), recipe.size)
+        try:
+            return [chunk async for chunk in reader.chunks(start, end, 4096)]
+        finally:
+            reader.close()
+
+    whole = anyio.run(walk, 0, recipe.size)
+    assert b"".join(whole) == expected
+    assert [len(c) for c in whole] == [6, 4096, 4096, 10240 - 8192, 2, 4096, 5000 - 4096]
+    assert all(isinstance(c, memoryview) for c in whole if len(c) not in (6, 2))
+    middle = anyio.run(walk, 3, recipe.size - 10)
+    assert b"".join(middle) == expected[3:-10]
