@@ -205,6 +205,10 @@ class FastReads:
             return self._read_for(scope, path, runtime)
         except _NotHere:
             return None
+        except Exception:
+            # Anything odd about the request (a Host that is no URL, say) is FastAPI's to answer, with
+            # its error handling, request id and access line: nothing escapes this outermost layer.
+            return None
 
     @staticmethod
     def _read_for(

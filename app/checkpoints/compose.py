@@ -53,7 +53,14 @@ _EMPTY = describe(memoryview(b""))
 class TensorSink(BlobPaths, Protocol):
     """Stores bytes as a tensor blob (once per content) and says where blobs are."""
 
-    def add(self, data: memoryview) -> TensorBlob: ...
+    def add(self, data: memoryview) -> TensorBlob:
+        """Describe ``data`` and store it unless stored; the write may still run on return, so ``data``
+        must stay readable until ``finish``."""
+        ...
+
+    def finish(self) -> None:
+        """Wait until every added blob is durable (and its bytes no longer read)."""
+        ...
 
 
 class StorageBlobs:

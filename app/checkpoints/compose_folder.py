@@ -60,20 +60,27 @@ def _compose_file(path: Path, blobs: TensorSink) -> ZipMember:
         pieces: list[Piece] = []
         crc = 0
         cursor = 0
-        for start, end in [*regions, (size, size)]:
-            if start > cursor:  # bytes between blobs: headers (and nothing else in a valid file)
-                literal = bytes(data[cursor:start])
-                pieces.append(Literal(literal))
-                crc = zlib.crc32(literal, crc)
-            if end > start:
-                view = data[start:end]
-                try:
-                    blob = blobs.add(view)
-                finally:
+        # The sink may still be writing a view when ``add`` returns: every view, and the map under them,
+        # stays alive until ``finish`` says the writes are done.
+        views: list[memoryview] = []
+        try:
+            for start, end in [*regions, (size, size)]:
+                if start > cursor:  # bytes between blobs: headers (and nothing else in a valid file)
+                    literal = bytes(data[cursor:start])
+                    pieces.append(Literal(literal))
+                    crc = zlib.crc32(literal, crc)
+                if end > start:
+                    views.append(data[start:end])
+                    blob = blobs.add(views[-1])
+                    pieces.append(BlobRange(sha256=blob.sha256, offset=0, length=blob.size))
+                    crc = crc32_combine(crc, blob.crc32, blob.size)
+                cursor = max(cursor, end)
+        finally:
+            try:
+                blobs.finish()
+            finally:
+                for view in views:
                     view.release()
-                pieces.append(BlobRange(sha256=blob.sha256, offset=0, length=blob.size))
-                crc = crc32_combine(crc, blob.crc32, blob.size)
-            cursor = max(cursor, end)
     return ZipMember(name=path.name, pieces=tuple(pieces), size=size, crc32=crc)
 
 

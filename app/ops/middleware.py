@@ -50,7 +50,7 @@ def incoming_request_id(headers: list[tuple[bytes, bytes]]) -> str:
     for name, value in headers:
         if name == b"x-request-id":
             incoming = value.decode("latin-1")
-            return incoming if _CLIENT_ID.match(incoming) else new_request_id()
+            return incoming if _CLIENT_ID.fullmatch(incoming) else new_request_id()
     return new_request_id()
 
 

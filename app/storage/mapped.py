@@ -15,6 +15,7 @@ past a file's end.
 from __future__ import annotations
 
 import contextlib
+import errno
 import mmap
 import os
 import sys
@@ -77,28 +78,44 @@ class MappedReader:
                 offset += take
 
     def close(self) -> None:
-        for mapped in self._maps.values():
-            # Still exported while the transport sends the last views: the map is closed when they go.
-            with contextlib.suppress(BufferError):
-                mapped.close()
-        self._maps.clear()
+        for path in list(self._maps):
+            self._unmap(path)
 
     def _mapped_view(self, segment: FileSegment) -> memoryview:
         mapped = self._maps.get(segment.path)
         if mapped is None:
+            # One map at a time: a model of a thousand tensors must not hold a thousand descriptors and
+            # mappings for the whole response. Views still being sent keep theirs alive until sent.
+            for path in list(self._maps):
+                self._unmap(path)
             with segment.path.open("rb") as handle:
                 mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
             self._maps[segment.path] = mapped
+        end = segment.offset + segment.length
+        if end > len(mapped):
+            raise OSError(f"{segment.path} is shorter than {end} bytes")
         start = segment.offset - segment.offset % _PAGE
-        self._fault_in(mapped, start, segment.offset + segment.length - start)
-        return memoryview(mapped)[segment.offset : segment.offset + segment.length]
+        self._fault_in(mapped, start, end - start)
+        return memoryview(mapped)[segment.offset : end]
+
+    def _unmap(self, path: Path) -> None:
+        mapped = self._maps.pop(path)
+        # Still exported while the transport sends the last views: the map is closed when they go.
+        with contextlib.suppress(BufferError):
+            mapped.close()
 
     def _fault_in(self, mapped: mmap.mmap, start: int, length: int) -> None:
+        if not hasattr(mapped, "madvise"):  # Windows: the pages fault in as they are sent
+            return
         if self._populate is not None:
             try:
                 mapped.madvise(self._populate, start, length)
                 return
-            except OSError:  # an older kernel: fall back to read-ahead for the rest of this reader's life
+            except OSError as exc:
+                # Only "this kernel has no such advice" falls back to read-ahead. Any other error (EFAULT,
+                # EIO: a page that cannot be read) ends the response here, not with a SIGBUS on sending.
+                if exc.errno not in (errno.EINVAL, errno.ENOSYS):
+                    raise
                 self._populate = None
         mapped.madvise(mmap.MADV_WILLNEED, start, length)
 

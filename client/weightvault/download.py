@@ -342,22 +342,31 @@ class _Hasher:
     def __init__(self, digest: HASH) -> None:
         self._digest = digest
         self._chunks: queue.SimpleQueue[tuple[memoryview, Callable[[], None]] | None] = queue.SimpleQueue()
+        self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._hash, name="weightvault-download-hash", daemon=True)
         self._thread.start()
 
     def put(self, view: memoryview, release: Callable[[], None]) -> None:
+        if self._error is not None:
+            raise self._error
         self._chunks.put((view, release))
 
     def finish(self) -> None:
-        """Wait until everything put was hashed."""
+        """Wait until everything put was hashed; raise the hashing error, if any."""
         self._chunks.put(None)
         self._thread.join()
+        if self._error is not None:
+            raise self._error
 
     def _hash(self) -> None:
         while (item := self._chunks.get()) is not None:
             view, release = item
-            self._digest.update(view)
-            release()
+            if self._error is None:
+                try:
+                    self._digest.update(view)
+                except BaseException as exc:  # handed to the receiving thread by put() or finish()
+                    self._error = exc
+            release()  # always: the receiving thread waits for its buffers to come back
 
 
 def _hash_prefix(path: Path, length: int, digest: HASH) -> None:

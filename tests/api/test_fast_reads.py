@@ -218,3 +218,20 @@ def test_fast_reads_carry_request_id_metrics_and_access_line(
     ]
     assert [r.getMessage().split()[:3] for r in lines] == [["GET", "/v1/models/demo", "200"]] * 2
     assert [r.bytes_out for r in lines] == [len(given.content)] * 2
+
+
+def test_a_request_the_fast_path_cannot_match_is_answered_by_the_app_not_the_server(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever goes wrong while matching (a Host header that is no URL makes building download URLs
+    raise, say), the request goes on to FastAPI: nothing escapes the outermost layer as a bare 500
+    without the contract's body, request id or access line."""
+    _populate(client, tmp_path)
+    expected = _answer(client, "/v1/models/demo/versions", fast=False)
+
+    def broken(*args: Any) -> None:
+        raise ValueError("Invalid IPv6 URL")
+
+    monkeypatch.setattr(fast_reads.FastReads, "_read_for", staticmethod(broken))
+    assert _answer(client, "/v1/models/demo/versions", fast=True) == expected
+    assert client.get("/v1/models/demo/versions").headers.get("x-request-id")

@@ -212,3 +212,34 @@ def test_an_unknown_format_is_a_typed_error(wv: Client) -> None:
     with pytest.raises(BadRequest) as caught:
         wv.pull("demo", format="zip")
     assert caught.value.code == "invalid_format" and caught.value.details == {"x": 1}
+
+
+def test_a_hashing_failure_ends_the_pull_with_its_error_and_places_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hashing thread's error reaches the caller (not a hang, not a misleading checksum mismatch)."""
+    fake = FakeArtifacts(os.urandom(3 * 1024 * 1024 + 5))
+    client = Client("http://weightvault.test", cache_dir=tmp_path / "cache", progress=False, connect_retry=0)
+    client.transport.http = httpx.Client(
+        base_url="http://weightvault.test", transport=httpx.MockTransport(fake.handler)
+    )
+    real = hashlib.sha256
+
+    class Failing:
+        def __init__(self, *args: bytes) -> None:
+            self.inner, self.calls = real(*args), 0
+
+        def update(self, data: bytes) -> None:
+            self.calls += 1
+            if self.calls == 2:
+                raise RuntimeError("hash failed")
+            self.inner.update(data)
+
+        def hexdigest(self) -> str:
+            return self.inner.hexdigest()
+
+    monkeypatch.setattr("weightvault.download.hashlib.sha256", Failing)
+    with pytest.raises(RuntimeError, match="hash failed"):
+        client.pull("demo", output=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert fake.sha256 not in _blob_files(client)

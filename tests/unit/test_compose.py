@@ -525,6 +525,9 @@ class _CountingSink:
     def path_for(self, sha256: str) -> Path:
         return self.inner.path_for(sha256)
 
+    def finish(self) -> None:
+        self.inner.finish()
+
 
 def _tensors(value: Any) -> list[torch.Tensor]:
     if isinstance(value, torch.Tensor):

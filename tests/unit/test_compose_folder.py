@@ -124,3 +124,16 @@ def test_a_safetensors_file_whose_header_does_not_parse_is_stored_whole(
     recipe = compose_folder_zip(folder, blobs=blobs)
     check_composed_zip(recipe, blobs, folder)
     assert [p.length for p in recipe.pieces if isinstance(p, BlobRange)] == [8 + 4 * 30_000]
+
+
+def test_new_blobs_are_written_whole_while_the_folder_is_composed(tmp_path: Path, blobs: TensorBlobs) -> None:
+    """Every tensor and large extra is new here, so each is written by the sink's writer thread after
+    ``add`` returned: the bytes must stay readable until the writes are done."""
+    weights = {f"layer{i}.weight": torch.full((128, 128), float(i)) for i in range(6)}
+    folder = _folder(tmp_path, weights)
+    (folder / "vocab.txt").write_text("y" * (3 * LITERAL_FILE_BYTES))
+    recipe = compose_folder_zip(folder, blobs=blobs)
+    check_composed_zip(recipe, blobs, folder)
+    with zipfile.ZipFile(io.BytesIO(_bytes(recipe, blobs))) as archive:
+        for name in archive.namelist():
+            assert archive.read(name) == (folder / name).read_bytes(), name

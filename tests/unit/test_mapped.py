@@ -95,3 +95,54 @@ def test_chunks_send_every_piece_as_it_is_and_never_join_them(tmp_path: Path) ->
     assert all(isinstance(c, memoryview) for c in whole if len(c) not in (6, 2))
     middle = anyio.run(walk, 3, recipe.size - 10)
     assert b"".join(middle) == expected[3:-10]
+
+
+def test_one_blob_is_mapped_at_a_time_however_many_the_file_reads(tmp_path: Path) -> None:
+    """A model of many tensors must not hold a descriptor and a mapping per tensor for the whole response."""
+    blobs = _Blobs(tmp_path)
+    pieces: list[Piece] = []
+    expected = b""
+    for index in range(60):
+        data = bytes([index]) * 5000
+        (tmp_path / hashlib.sha256(data).hexdigest()).write_bytes(data)
+        pieces += [Literal(b"H"), BlobRange(hashlib.sha256(data).hexdigest(), 0, len(data))]
+        expected += b"H" + data
+    recipe = Recipe.build(pieces, blobs)
+    fds = Path("/proc/self/fd")
+
+    async def walk() -> tuple[bytes, int]:
+        reader = MappedReader(lambda s, e: segments(recipe, blobs, s, e), recipe.size)
+        before, most = len(list(fds.iterdir())), 0
+        out = bytearray()
+        try:
+            async for chunk in reader.chunks(0, recipe.size, 1 << 20):
+                out += chunk
+                if isinstance(chunk, memoryview):
+                    chunk.release()  # what the transport does once a view is sent
+                most = max(most, len(list(fds.iterdir())) - before)
+        finally:
+            reader.close()
+        return bytes(out), most
+
+    data, most_open = anyio.run(walk)
+    assert data == expected
+    assert most_open <= 2
+
+
+def test_a_blob_shorter_than_its_recipe_fails_the_read_instead_of_sending_short(tmp_path: Path) -> None:
+    recipe, blobs, _ = _recipe(tmp_path)
+    for piece in recipe.pieces:
+        if isinstance(piece, BlobRange):
+            path = blobs.path_for(piece.sha256)
+            path.write_bytes(path.read_bytes()[:100])  # damaged on disk, outside the service
+
+    async def walk() -> None:
+        reader = MappedReader(lambda s, e: segments(recipe, blobs, s, e), recipe.size)
+        try:
+            async for _ in reader.chunks(0, recipe.size, 1 << 20):
+                pass
+        finally:
+            reader.close()
+
+    with pytest.raises(OSError, match="shorter than"):
+        anyio.run(walk)
