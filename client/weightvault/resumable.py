@@ -30,6 +30,9 @@ TUS = {"Tus-Resumable": "1.0.0"}
 DEFAULT_THRESHOLD = 64 * 1024 * 1024
 PATCH_BYTES = 256 * 1024 * 1024  # one request's worth; a cut costs at most what was in flight
 RESUME_ATTEMPTS = 6
+# How long to wait for the server to let go of an upload that an earlier request (of a client that was
+# stopped or cut off) still holds: it lets go once it notices that request's connection is gone.
+BUSY_WAIT_SECONDS = 120.0
 # Checkpoint errors are 422 on a direct upload; the outcome record says which code, not the status.
 _STATUS_BY_CODE = {"too_large": 413, "upload_timeout": 408}
 
@@ -146,12 +149,27 @@ def _offset(transport: Transport, url: str, size: int) -> int | None:
     return int(response.headers["upload-offset"])
 
 
+class _Busy(ConnectionFailed):
+    """The server is still receiving an earlier PATCH of this upload (423 upload_busy)."""
+
+
 def _send_all(transport: Transport, url: str, upload: Upload, offset: int, task: Task) -> int:
     failures = 0
+    busy_since: float | None = None
     while offset < upload.size:
         try:
             offset = _patch(transport, url, upload, offset, task)
-            failures = 0
+            failures, busy_since = 0, None
+        except _Busy:
+            busy_since = busy_since if busy_since is not None else time.monotonic()
+            if time.monotonic() - busy_since > BUSY_WAIT_SECONDS:
+                raise
+            time.sleep(0.25)
+            resumed = _offset(transport, url, upload.size)
+            if resumed is None:
+                raise
+            task.advance(resumed - offset)
+            offset = resumed
         except ConnectionFailed:
             failures += 1
             if failures > RESUME_ATTEMPTS:
@@ -200,6 +218,12 @@ def _patch(transport: Transport, url: str, upload: Upload, offset: int, task: Ta
     if response.status_code == 409 and _code(response) == "offset_mismatch":
         task.advance(-sent)
         raise ConnectionFailed("The server has a different offset; asking it where to resume.")
+    if response.status_code == 423 and _code(response) == "upload_busy":
+        task.advance(-sent)
+        raise _Busy(
+            f"The server is still receiving an earlier request for this upload (waited {BUSY_WAIT_SECONDS:.0f}s); "
+            "run the push again in a minute to resume it."
+        )
     check(response)
     return int(response.headers["upload-offset"])
 

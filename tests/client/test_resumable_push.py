@@ -108,6 +108,31 @@ def test_a_dropped_connection_resumes_from_the_servers_offset(
     assert calls["n"] > 2 and recorder.done == path.stat().st_size
 
 
+def test_an_upload_the_server_still_holds_is_resumed_once_it_lets_go(
+    server: Server, name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """423 upload_busy (an earlier PATCH of a stopped client still being received) means wait, ask for
+    the offset and go on: not an error for the user."""
+    _create(server, name)
+    path = _big_checkpoint(tmp_path)
+    real_patch = httpx.Client.patch
+    calls = {"n": 0}
+
+    def busy_patch(self: httpx.Client, url: str, **kwargs: object) -> httpx.Response:
+        calls["n"] += 1
+        if calls["n"] in (2, 3):
+            body = {"error": {"code": "upload_busy", "message": "Another PATCH of this upload is running."}}
+            return httpx.Response(423, json=body, request=httpx.Request("PATCH", url))
+        return real_patch(self, url, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(httpx.Client, "patch", busy_patch)
+    recorder = Recorder()
+    with Client(server.url, cache_dir=tmp_path / "cache", progress=recorder) as client:
+        version = client.push(name, path)
+    assert version.raw["source"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert calls["n"] > 3 and recorder.done == path.stat().st_size
+
+
 def test_running_the_push_again_after_the_client_stopped_resumes(
     server: Server, name: str, tmp_path: Path
 ) -> None:
