@@ -263,22 +263,15 @@ def _nothing() -> None:
     pass
 
 
-class _Writer:
-    """Writes chunks to the file in order, in a thread of its own (os.write releases the GIL).
+class _InOrder:
+    """Applies ``_consume`` to each chunk put, in order, in a thread of its own; ``release`` is called for
+    every chunk, even after an error, so the receiving thread always gets its buffers back."""
 
-    Every ``SYNC_EVERY_BYTES`` written, another thread has the kernel write them to disk (fdatasync) while
-    the transfer goes on, so the fsync before the blob is committed waits only for the last few.
-    """
-
-    def __init__(self, handle: Any) -> None:
-        self._handle = handle
+    def __init__(self, name: str) -> None:
         self._chunks: queue.SimpleQueue[tuple[memoryview, Callable[[], None]] | None] = queue.SimpleQueue()
-        self._syncs: queue.SimpleQueue[bool] = queue.SimpleQueue()  # True: sync, False: stop
         self._error: BaseException | None = None
-        self._writer = threading.Thread(target=self._write, name="weightvault-download-write", daemon=True)
-        self._syncer = threading.Thread(target=self._sync, name="weightvault-download-sync", daemon=True)
-        self._writer.start()
-        self._syncer.start()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
 
     def put(self, view: memoryview, release: Callable[[], None]) -> None:
         if self._error is not None:
@@ -286,29 +279,66 @@ class _Writer:
         self._chunks.put((view, release))
 
     def finish(self) -> None:
-        """Wait until everything put was written; raise the writer's error, if any."""
+        """Wait until everything put was consumed; raise the first error, if any."""
         self._chunks.put(None)
-        self._writer.join()
-        self._syncs.put(False)
-        self._syncer.join()
+        self._thread.join()
         if self._error is not None:
             raise self._error
 
-    def _write(self) -> None:
-        unsynced = 0
+    def _consume(self, view: memoryview) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
         while (item := self._chunks.get()) is not None:
             view, release = item
             if self._error is None:
                 try:
-                    unsynced += len(view)
-                    while view:
-                        view = view[self._handle.write(view) :]
-                    if unsynced >= SYNC_EVERY_BYTES:
-                        self._syncs.put(True)
-                        unsynced = 0
+                    self._consume(view)
                 except BaseException as exc:  # handed to the receiving thread by put() or finish()
                     self._error = exc
             release()
+
+
+class _Hasher(_InOrder):
+    """Feeds chunks to ``digest`` (hashlib releases the GIL)."""
+
+    def __init__(self, digest: HASH) -> None:
+        self._digest = digest
+        super().__init__("weightvault-download-hash")
+
+    def _consume(self, view: memoryview) -> None:
+        self._digest.update(view)
+
+
+class _Writer(_InOrder):
+    """Writes chunks to the file (os.write releases the GIL).
+
+    Every ``SYNC_EVERY_BYTES`` written, another thread has the kernel write them to disk (fdatasync) while
+    the transfer goes on, so the fsync before the blob is committed waits only for the last few.
+    """
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+        self._unsynced = 0
+        self._syncs: queue.SimpleQueue[bool] = queue.SimpleQueue()  # True: sync, False: stop
+        self._syncer = threading.Thread(target=self._sync, name="weightvault-download-sync", daemon=True)
+        self._syncer.start()
+        super().__init__("weightvault-download-write")
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self._syncs.put(False)
+            self._syncer.join()
+
+    def _consume(self, view: memoryview) -> None:
+        self._unsynced += len(view)
+        while view:
+            view = view[self._handle.write(view) :]
+        if self._unsynced >= SYNC_EVERY_BYTES:
+            self._syncs.put(True)
+            self._unsynced = 0
 
     def _sync(self) -> None:
         while self._syncs.get():
@@ -334,39 +364,6 @@ class _Countdown:
             done = self._count == 0
         if done:
             self._release()
-
-
-class _Hasher:
-    """Feeds chunks to ``digest`` in order, in a thread of its own (hashlib releases the GIL)."""
-
-    def __init__(self, digest: HASH) -> None:
-        self._digest = digest
-        self._chunks: queue.SimpleQueue[tuple[memoryview, Callable[[], None]] | None] = queue.SimpleQueue()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._hash, name="weightvault-download-hash", daemon=True)
-        self._thread.start()
-
-    def put(self, view: memoryview, release: Callable[[], None]) -> None:
-        if self._error is not None:
-            raise self._error
-        self._chunks.put((view, release))
-
-    def finish(self) -> None:
-        """Wait until everything put was hashed; raise the hashing error, if any."""
-        self._chunks.put(None)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-
-    def _hash(self) -> None:
-        while (item := self._chunks.get()) is not None:
-            view, release = item
-            if self._error is None:
-                try:
-                    self._digest.update(view)
-                except BaseException as exc:  # handed to the receiving thread by put() or finish()
-                    self._error = exc
-            release()  # always: the receiving thread waits for its buffers to come back
 
 
 def _hash_prefix(path: Path, length: int, digest: HASH) -> None:
