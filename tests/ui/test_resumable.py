@@ -123,10 +123,12 @@ def test_redrop_after_reload_resumes_from_the_servers_offset(
     assert len(upload_entries(page)) == 1
     upload_path = next(path for m, path, _ in traffic.requests if m == "PATCH")
 
-    # The user reloads the page (the tab keeps its sessionStorage) and drops the same file again.
-    page.unroute("**/v1/uploads/*")
+    # The user reloads the page (the tab keeps its sessionStorage) and drops the same file again. The
+    # connection stays cut until the old page is gone: its retry loop may be about to PATCH again, and a
+    # PATCH the server is still receiving would answer the new page's first PATCH 423 (busy), a retry.
     page.reload()
     expect(page.locator("#dropzone")).to_be_visible()
+    page.unroute("**/v1/uploads/*")
     traffic = Traffic(page)
     drop_file(page, "#dropzone", good, last_modified=stamp)
     page.click("#upload-start")
