@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     max_pickle_bytes: int = Field(default=64 * MiB, gt=0)
     max_safetensors_header_bytes: int = Field(default=100 * MiB, gt=0)
     max_page_size: int = Field(default=500, gt=0, le=10_000)
+    # Per API process: recent version reads and pages, kept until the model's next write (0: none kept).
+    read_cache_bytes: int = Field(default=64 * MiB, ge=0)
     max_form_parts: int = Field(default=256, ge=2, le=2000)
     # A model folder upload keeps at most this many extra files (tokenizer, generation config), each at
     # most this large; the hf artifact's model.safetensors is sharded past hf_shard_bytes.

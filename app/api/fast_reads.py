@@ -20,6 +20,10 @@ writers; its busy timeout is 50 ms, after which FastAPI answers), and the hand-o
 cost more than the read. PostgreSQL reads go to the thread pool, as a network round trip or an exhausted
 pool must never stall the loop that streams uploads and downloads; their pool skips the pre-ping (a dead
 connection fails the read, which FastAPI then answers on the main, pre-pinged pool).
+
+A version read or page is kept (``app.api.read_cache``) under its model's stamp: id, created_at and the
+revision the database bumps on every change to the model's versions, artifacts and aliases. A repeated
+read costs one statement by the model's unique name; the first read after a write builds the body again.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.pagination import Page, make_page_params
+from app.api.read_cache import ReadCache
 from app.api.responses import AS_STORED
 from app.artifacts.urls import download_urls
 from app.auth.service import allows
@@ -53,6 +58,7 @@ from app.ops.middleware import finish_request, incoming_request_id
 from app.runtime import Runtime
 from app.versions.router import version_page, version_record
 from app.versions.schemas import VersionRead
+from app.versions.service import read_model_stamp
 
 # app.state attribute: False turns the fast path off (tests compare it with FastAPI's answers).
 ENABLED_ATTR = "fast_reads"
@@ -89,6 +95,19 @@ _VERSIONS_JSON = TypeAdapter(Page[VersionRead])
 
 class _NotHere(Exception):
     """The request is not one this path answers as FastAPI would: FastAPI takes it."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """How to answer a matched read: ``read`` the value, serialised by ``adapter``. With ``model``, the
+    body is kept in the read cache under the model's stamp and ``request_key`` (what else it depends on:
+    the ref or page parameters and the base URL of its download links)."""
+
+    route: ReadRoute
+    read: Callable[[ReadConnection], Any]
+    adapter: TypeAdapter[Any]
+    model: str | None = None
+    request_key: tuple[Any, ...] = ()
 
 
 def _query(scope: Scope, allowed: frozenset[str]) -> dict[str, str]:
@@ -133,6 +152,35 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def _serialised(value: Any, adapter: TypeAdapter[Any]) -> bytes:
+    try:
+        return adapter.dump_json(value, by_alias=True, context=AS_STORED)
+    except PydanticSerializationError:  # a lone surrogate stored long ago: clean the strings
+        return adapter.dump_json(value, by_alias=True)
+
+
+def _body(answer: Answer, cache: ReadCache) -> Callable[[ReadConnection], bytes]:
+    """The response body on a connection: from the cache while the model's stamp is unchanged."""
+    model = answer.model
+    if model is None:
+        return lambda conn: _serialised(answer.read(conn), answer.adapter)
+
+    def cached(conn: ReadConnection) -> bytes:
+        # The stamp is read first: the rows read after it are at least as new, so a body is never kept
+        # under a newer stamp than the rows it was built from.
+        stamp = read_model_stamp(conn=conn, model=model)
+        if stamp is None:
+            raise _NotHere  # FastAPI answers the 404
+        key = (answer.route.path, model, stamp, answer.request_key)
+        body = cache.get(key)
+        if body is None:
+            body = _serialised(answer.read(conn), answer.adapter)
+            cache.put(key, body)
+        return body
+
+    return cached
+
+
 def _guarded(
     read: Callable[[ReadConnection], Any], authorization: str | None
 ) -> Callable[[ReadConnection], Any]:
@@ -161,39 +209,42 @@ class FastReads:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._cache: ReadCache | None = None
+        self._cache_runtime: Runtime | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
             started = time.perf_counter()
             answer = self._match(scope)
             if answer is not None:
-                route, read, adapter = answer
                 try:
-                    body = await self._run(scope, read, adapter)
+                    body = await self._run(scope, answer, self._cache_of(scope["app"].state.runtime))
                 except Exception:
                     body = None  # FastAPI reads it again and answers as it always does
                 if body is not None:
-                    await _respond(scope, send, route, body, started)
+                    await _respond(scope, send, answer.route, body, started)
                     return
         await self.app(scope, receive, send)
 
+    def _cache_of(self, runtime: Runtime) -> ReadCache:
+        if self._cache is None or self._cache_runtime is not runtime:
+            self._cache = ReadCache(runtime.settings.read_cache_bytes)
+            self._cache_runtime = runtime
+        return self._cache
+
     @staticmethod
-    async def _run(scope: Scope, read: Callable[[ReadConnection], Any], adapter: TypeAdapter[Any]) -> bytes:
+    async def _run(scope: Scope, answer: Answer, cache: ReadCache) -> bytes:
         runtime: Runtime = scope["app"].state.runtime
+        read = _body(answer, cache)
         if runtime.settings.auth_enabled:
             read = _guarded(read, _header(scope, b"authorization"))
         if runtime.reads_on_loop:
-            value = runtime.loop_reads.run(read)
+            body: bytes = runtime.loop_reads.run(read)
         else:
-            value = await run_in_threadpool(_on_a_connection, runtime.read_engine, read)
-        try:
-            return adapter.dump_json(value, by_alias=True, context=AS_STORED)
-        except PydanticSerializationError:  # a lone surrogate stored long ago: clean the strings
-            return adapter.dump_json(value, by_alias=True)
+            body = await run_in_threadpool(_on_a_connection, runtime.read_engine, read)
+        return body
 
-    def _match(
-        self, scope: Scope
-    ) -> tuple[ReadRoute, Callable[[ReadConnection], Any], TypeAdapter[Any]] | None:
+    def _match(self, scope: Scope) -> Answer | None:
         state = scope["app"].state
         runtime: Runtime | None = getattr(state, "runtime", None)
         if runtime is None or not getattr(state, ENABLED_ATTR, True):
@@ -211,9 +262,7 @@ class FastReads:
             return None
 
     @staticmethod
-    def _read_for(
-        scope: Scope, path: str, runtime: Runtime
-    ) -> tuple[ReadRoute, Callable[[ReadConnection], Any], TypeAdapter[Any]] | None:
+    def _read_for(scope: Scope, path: str, runtime: Runtime) -> Answer | None:
         cap = runtime.settings.max_page_size
         if path == "/v1/models":
             query = _query(scope, frozenset({"limit", "cursor", "q", "architecture"}))
@@ -224,21 +273,24 @@ class FastReads:
                 page = make_page_params(limit=limit, cursor=cursor, cap=cap)
                 return model_page(conn=conn, page=page, q=q, architecture=architecture)
 
-            return _MODELS_ROUTE, models, _MODELS_JSON
+            return Answer(_MODELS_ROUTE, models, _MODELS_JSON)
         if (found := _MODEL.fullmatch(path)) is not None:
             (model,) = found.groups()
             if len(model) > _MAX_PATH_PARAM or scope.get("query_string"):
                 return None
-            return _MODEL_ROUTE, lambda conn: model_record(conn=conn, model=model), _MODEL_JSON
+            return Answer(_MODEL_ROUTE, lambda conn: model_record(conn=conn, model=model), _MODEL_JSON)
         if (found := _VERSION.fullmatch(path)) is not None:
             model, ref = found.groups()
             if len(model) > _MAX_PATH_PARAM or len(ref) > _MAX_PATH_PARAM or scope.get("query_string"):
                 return None
-            url = download_urls(Request(scope))
-            return (
+            request = Request(scope)
+            url = download_urls(request)
+            return Answer(
                 _VERSION_ROUTE,
                 lambda conn: version_record(conn=conn, url=url, model=model, ref=ref),
                 _VERSION_JSON,
+                model=model,
+                request_key=(ref, str(request.base_url)),
             )
         if (found := _VERSIONS.fullmatch(path)) is not None:
             (model,) = found.groups()
@@ -249,13 +301,20 @@ class FastReads:
             order = query.get("order")
             if order not in (None, "asc", "desc"):
                 return None
-            url = download_urls(Request(scope))
+            request = Request(scope)
+            url = download_urls(request)
 
             def versions(conn: ReadConnection) -> Any:
                 page = make_page_params(limit=limit, cursor=cursor, cap=cap)
                 return version_page(conn=conn, url=url, model=model, page=page, order=order)
 
-            return _VERSIONS_ROUTE, versions, _VERSIONS_JSON
+            return Answer(
+                _VERSIONS_ROUTE,
+                versions,
+                _VERSIONS_JSON,
+                model=model,
+                request_key=(limit, cursor, order, str(request.base_url)),
+            )
         return None
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db.base import Base, utcnow
@@ -27,6 +27,10 @@ class RegisteredModel(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Highest version number ever handed out; numbers are never reused, even after deletes.
     last_version: Mapped[int] = mapped_column(default=0)
+    # Bumped by database triggers (migration 0010) on every change to the model's versions, artifacts or
+    # aliases, in the writing transaction: what an API process keeps of a version read or page is keyed
+    # by it, so a write that has answered is seen by every process's next read. Never set by the ORM.
+    revision: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
 
     aliases: Mapped[list[Alias]] = relationship(
         back_populates="model", cascade="all, delete-orphan", passive_deletes=True, lazy="selectin"

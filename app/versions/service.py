@@ -101,6 +101,18 @@ _ARTIFACT_COLUMNS = (
     _artifacts.packaging.label("a_packaging"),
 )
 _MODEL_ID = select(_models.id).where(_models.name == bindparam("model"))
+_MODEL_STAMP = select(_models.id, _models.created_at, _models.revision).where(
+    _models.name == bindparam("model")
+)
+
+
+def read_model_stamp(*, conn: ReadConnection, model: str) -> tuple[Any, ...] | None:
+    """What changes whenever a read of ``model``'s versions would (``app.api.read_cache``): its id,
+    created_at and revision; None when there is no such model."""
+    if not is_valid_name(model):
+        return None
+    row = conn.execute(_MODEL_STAMP, {"model": model}).first()
+    return None if row is None else tuple(row)
 
 
 def _read_version_statement(condition: ColumnElement[bool]) -> Select[Any]:

@@ -3,6 +3,7 @@ the fast path does not answer (errors, odd parameters, refused tokens) is FastAP
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,8 +35,8 @@ def answered_fast(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
     original = fast_reads.FastReads._run
 
-    async def spy(scope: Any, read: Any, adapter: Any) -> bytes:
-        body = await original(scope, read, adapter)
+    async def spy(scope: Any, answer: Any, cache: Any) -> bytes:
+        body = await original(scope, answer, cache)
         seen.append(scope["path"])
         return body
 
@@ -109,6 +110,72 @@ def test_fast_answers_equal_fastapi_answers(
     assert "/v1/models/demo" in answered_fast and "/v1/models/demo/versions/prod" in answered_fast
     assert "/v1/models/demo/versions" in answered_fast and "/v1/models" in answered_fast
     assert "/v1/models/ghost" not in answered_fast
+
+
+CACHED = (
+    "/v1/models/demo/versions/1",
+    "/v1/models/demo/versions/prod",
+    "/v1/models/demo/versions/latest",
+    "/v1/models/demo/versions?limit=2",
+    "/v1/models/demo/versions?order=desc",
+)
+
+
+def _fresh_everywhere(client: TestClient) -> dict[str, tuple[int, bytes, dict[str, str]]]:
+    """Each cached read answered twice by the fast path (the second from its cache), each time equal to
+    FastAPI's answer, which reads the database."""
+    answers = {}
+    for path in CACHED:
+        first, again = _answer(client, path, fast=True), _answer(client, path, fast=True)
+        assert first == again == _answer(client, path, fast=False), path
+        answers[path] = first
+    return answers
+
+
+def test_kept_version_reads_follow_every_write(
+    client: TestClient, tmp_path: Path, answered_fast: list[str]
+) -> None:
+    _populate(client, tmp_path)
+    before = _fresh_everywhere(client)
+    assert answered_fast.count("/v1/models/demo/versions/1") == 2
+    engine = client.app.state.runtime.engine  # type: ignore[attr-defined]
+
+    # Through the API: an edit, an alias moved, the latest version deleted.
+    assert client.patch("/v1/models/demo/versions/1", json={"description": "first"}).is_success
+    assert client.put("/v1/models/demo/aliases/prod", json={"version": 1}).is_success
+    assert client.request("DELETE", "/v1/models/demo/versions/3", params={"force": "true"}).status_code == 204
+    after = _fresh_everywhere(client)
+    assert json.loads(after["/v1/models/demo/versions/1"][1])["description"] == "first"
+    assert json.loads(after["/v1/models/demo/versions/prod"][1])["version"] == 1
+    assert json.loads(after["/v1/models/demo/versions/latest"][1])["version"] == 2
+    assert all(after[path] != before[path] for path in CACHED)
+
+    # Behind the API's back (a maintenance script's SQL): an artifact's row, a version's, an alias.
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE artifacts SET size = size + 1 WHERE kind = 'weights'"))
+    changed = _fresh_everywhere(client)
+    assert all(changed[path] != after[path] for path in CACHED)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE versions SET description = 'edited by hand'"))
+        conn.execute(text("DELETE FROM aliases"))
+    _fresh_everywhere(client)
+    assert client.get("/v1/models/demo/versions/prod").status_code == 404
+    assert client.get("/v1/models/demo/versions/2").json()["description"] == "edited by hand"
+
+
+def test_a_model_made_again_under_a_deleted_ones_name_is_read_afresh(
+    client: TestClient, tmp_path: Path
+) -> None:
+    # SQLite may give the new model the deleted one's id: what was kept for the old one must not answer.
+    create_model(client, "again")
+    assert upload(client, "again", save(SimpleModel().state_dict(), tmp_path / "a.pt")).status_code == 201
+    old = _answer(client, "/v1/models/again/versions/1", fast=True)
+    assert client.delete("/v1/models/again").status_code == 204
+    create_model(client, "again")
+    assert upload(client, "again", save(SimpleModel().state_dict(), tmp_path / "b.pt")).status_code == 201
+    new = _answer(client, "/v1/models/again/versions/1", fast=True)
+    assert new == _answer(client, "/v1/models/again/versions/1", fast=False)
+    assert json.loads(new[1])["source"]["sha256"] != json.loads(old[1])["source"]["sha256"]
 
 
 def test_search_finds_by_substring_and_architecture(client: TestClient, tmp_path: Path) -> None:
