@@ -72,6 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            if runtime.postgres_loop_reads is not None:
+                await runtime.postgres_loop_reads.aclose()
             runtime.close()
 
     # FastAPIOffline serves Swagger UI and ReDoc from its package, not a CDN: /docs works offline.

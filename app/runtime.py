@@ -18,6 +18,7 @@ from app.db.engine import (
     make_read_engine,
     make_sessionmaker,
 )
+from app.db.loop_reads import PostgresLoopReads
 from app.db.migrate import upgrade
 from app.settings import Settings
 from app.storage.blobstore import BlobStore
@@ -36,11 +37,16 @@ class Runtime:
     read_engine: Engine
     reads_on_loop: bool
     loop_reads: HeldReadConnection = field(init=False)
+    # PostgreSQL: the hot reads' async connections, used on the event loop (None on SQLite).
+    postgres_loop_reads: PostgresLoopReads | None = field(init=False)
     # Started lazily (or by ``prestart`` in the app's lifespan): tools that open a runtime never fork.
     ingester: IngestPool = field(init=False)
 
     def __post_init__(self) -> None:
         self.loop_reads = HeldReadConnection(self.read_engine)
+        self.postgres_loop_reads = (
+            PostgresLoopReads(self.read_engine) if self.read_engine.dialect.name == "postgresql" else None
+        )
         self.ingester = IngestPool(
             size=self.settings.ingest_processes,
             architecture_modules=self.settings.architecture_modules,

@@ -240,6 +240,8 @@ class FastReads:
             read = _guarded(read, _header(scope, b"authorization"))
         if runtime.reads_on_loop:
             body: bytes = runtime.loop_reads.run(read)
+        elif runtime.postgres_loop_reads is not None:
+            body = await runtime.postgres_loop_reads.run(read)
         else:
             body = await run_in_threadpool(_on_a_connection, runtime.read_engine, read)
         return body

@@ -144,11 +144,14 @@ class DriverReads:
     """
 
     def __init__(self, conn: Connection) -> None:
-        self.dialect = conn.dialect
-        self.driver: Any = conn.connection.driver_connection
+        self._bind(conn.dialect, conn.connection.driver_connection)
+
+    def _bind(self, dialect: Dialect, driver: Any) -> None:
+        self.dialect = dialect
+        self.driver: Any = driver
         # Statements are module constants (and a few lru_cached variants), compiled once per dialect
         # (the engine's: its JSON deserializer is in the result processors).
-        self._compiled = _COMPILED.setdefault(self.dialect, {})
+        self._compiled = _COMPILED.setdefault(dialect, {})
 
     def _prepared(self, statement: Select[*tuple[Any, ...]]) -> _Compiled:
         found = self._compiled.get(statement)

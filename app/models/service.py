@@ -15,6 +15,7 @@ from app.api.names import check_alias, check_name, is_valid_name
 from app.architectures.registry import ArchitectureRegistry
 from app.architectures.service import hold_registration
 from app.db.engine import begin_write
+from app.db.name_search import match_phrase, trigram_match, uses_trigram_index
 from app.db.raw_reads import ReadConnection
 from app.errors import ArchitectureNotFound, ArchitectureNotFoundInput, ModelExists, ModelNotFound
 from app.models.models import Alias, RegisteredModel
@@ -161,13 +162,15 @@ _READ_ALIASES = (
 )
 
 
-@lru_cache(maxsize=8)
-def _model_list_statement(after: bool, q: bool, architecture: bool) -> Select[Any]:
+@lru_cache(maxsize=16)
+def _model_list_statement(after: bool, q: bool, architecture: bool, trigram: bool) -> Select[Any]:
     query = select(*_MODEL_COLUMNS).order_by(_models.name).limit(bindparam("limit"))
     if after:
         query = query.where(_models.name > bindparam("after"))
     if q:
         query = query.where(func.lower(_models.name).like(bindparam("pattern"), escape="/"))
+    if trigram:
+        query = query.where(trigram_match(_models.id))
     if architecture:
         query = query.where(_models.architecture == bindparam("architecture"))
     return query
@@ -205,10 +208,12 @@ def read_model_list(
     the models, one for their aliases."""
     has_after = isinstance(after, str)
     params: dict[str, Any] = {"limit": limit + 1, "after": after, "architecture": architecture}
+    trigram = bool(q) and uses_trigram_index(conn, q.lower())
     if q:
         escaped = q.lower().replace("/", "//").replace("%", "/%").replace("_", "/_")
         params["pattern"] = f"%{escaped}%"
-    statement = _model_list_statement(has_after, bool(q), bool(architecture))
+        params["phrase"] = match_phrase(q.lower())
+    statement = _model_list_statement(has_after, bool(q), bool(architecture), trigram)
     rows = conn.execute(statement, params).all()
     aliases: dict[int, dict[str, int]] = {row.id: {} for row in rows}
     if rows:

@@ -17,6 +17,7 @@ from app.auth.service import create_token
 from app.db.base import UTCDateTime
 from app.db.migrate import upgrade
 from app.main import create_app
+from app.models import service
 from app.settings import Settings
 from tests.checkpoints import SimpleModel, save
 from tests.conftest import create_model, upload
@@ -249,6 +250,51 @@ def test_search_by_name_and_architecture(client: TestClient) -> None:
     # an empty filter is no filter
     assert len(_names(client, q="", architecture="")) == 8
     _error(client.get("/v1/models", params={"q": "x" * 129}), 422, "invalid_request")
+
+
+def test_name_search_by_the_trigram_index_finds_what_the_scan_finds(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in [
+        "resnet-small",
+        "tiny-resnet",
+        "net-01",
+        "bert-base",
+        "a_b",
+        "v1.0",
+        "gone-resnet",
+        "x.or.y",
+    ]:
+        create_model(client, name, "mlp")
+    assert client.delete("/v1/models/gone-resnet").status_code == 204
+    queries = [
+        "res",
+        "RESNET",
+        "net-",
+        "et-0",
+        "v1.",
+        "a_b",
+        "_b",
+        "ab",
+        '"re',
+        "a*b",
+        "or",
+        ".or.",
+        "or(",
+        "zzz",
+    ]
+    by_index = {q: _names(client, q=q) for q in queries}
+    runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    with runtime.engine.connect() as conn:
+        # On SQLite the index answered (this SQLite has FTS5); PostgreSQL's pg_trgm needs nothing here.
+        assert service.uses_trigram_index(conn, "res") == (conn.dialect.name == "sqlite")
+        assert not service.uses_trigram_index(conn, "re")
+    monkeypatch.setattr(service, "uses_trigram_index", lambda conn, q: False)
+    by_scan = {q: _names(client, q=q) for q in queries}
+    assert by_index == by_scan
+    assert by_index["res"] == ["resnet-small", "tiny-resnet"]  # not the deleted model
+    assert by_index["RESNET"] == by_index["res"] and by_index["et-0"] == ["net-01"]
+    assert by_index[".or."] == ["x.or.y"] and by_index['"re'] == by_index["zzz"] == []
 
 
 def _walk(client: TestClient, params: dict[str, Any], *, resend_filters: bool = True) -> list[str]:

@@ -178,6 +178,27 @@ def test_a_model_made_again_under_a_deleted_ones_name_is_read_afresh(
     assert json.loads(new[1])["source"]["sha256"] != json.loads(old[1])["source"]["sha256"]
 
 
+def test_a_postgres_read_connection_the_server_dropped_is_replaced(
+    client: TestClient, tmp_path: Path, answered_fast: list[str]
+) -> None:
+    loop_reads = client.app.state.runtime.postgres_loop_reads  # type: ignore[attr-defined]
+    if loop_reads is None:
+        pytest.skip("PostgreSQL's hot reads only: SQLite reads on the loop hold one connection")
+    _populate(client, tmp_path)
+    expected = _answer(client, "/v1/models/demo/versions/prod", fast=False)
+    assert _answer(client, "/v1/models/demo/versions/prod", fast=True) == expected
+    pids = [conn.info.backend_pid for conn in loop_reads._idle]
+    assert pids and answered_fast == ["/v1/models/demo/versions/prod"]
+    with client.app.state.runtime.engine.connect() as conn:  # type: ignore[attr-defined]
+        for pid in pids:
+            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    # The read on the dropped connection fails and FastAPI answers it; the next one is fast again.
+    assert _answer(client, "/v1/models/demo/versions/prod", fast=True) == expected
+    assert _answer(client, "/v1/models/demo/versions/prod", fast=True) == expected
+    assert answered_fast == ["/v1/models/demo/versions/prod"] * 2
+    assert all(conn.info.backend_pid not in pids for conn in loop_reads._idle)
+
+
 def test_search_finds_by_substring_and_architecture(client: TestClient, tmp_path: Path) -> None:
     _populate(client, tmp_path)
     for fast in (True, False):

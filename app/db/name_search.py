@@ -1,0 +1,53 @@
+"""Substring search of model names by SQLite's FTS5 trigram index (migration 0011).
+
+``lower(name) LIKE '%q%'`` reads every candidate model; the trigram table answers which ids hold ``q``
+(three characters or more: a trigram index has nothing shorter to look up) from its index. The caller
+keeps the ``LIKE`` as well, so the rows are exactly those the scan would return. PostgreSQL answers the
+same ``LIKE`` from its pg_trgm index (migration 0009) and needs nothing here.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, literal_column, select, text
+from sqlalchemy.engine import Dialect
+
+from app.db.raw_reads import ReadConnection
+
+TRIGRAM_TABLE = "models_name_trigram"
+MIN_TRIGRAM_CHARS = 3
+
+_IDS: Select[Any] = (
+    select(literal_column("rowid"))
+    .select_from(text(TRIGRAM_TABLE))
+    .where(text(f"{TRIGRAM_TABLE} MATCH :phrase"))
+)
+_EXISTS: Select[Any] = (
+    select(literal_column("1"))
+    .select_from(text("sqlite_master"))
+    .where(text(f"type = 'table' AND name = '{TRIGRAM_TABLE}'"))
+)
+_present: weakref.WeakKeyDictionary[Dialect, bool] = weakref.WeakKeyDictionary()
+
+
+def uses_trigram_index(conn: ReadConnection, q: str) -> bool:
+    """Whether a search for ``q`` on ``conn`` can ask the trigram table (SQLite with the table, ``q`` long
+    enough). The table's presence is looked up once per engine (a SQLite without FTS5 has none)."""
+    if len(q) < MIN_TRIGRAM_CHARS or conn.dialect.name != "sqlite":
+        return False
+    found = _present.get(conn.dialect)
+    if found is None:
+        found = _present[conn.dialect] = conn.execute(_EXISTS).first() is not None
+    return found
+
+
+def trigram_match(model_id: ColumnElement[Any]) -> ColumnElement[bool]:
+    """``model_id`` is the id of a model whose name holds the ``phrase`` parameter (``match_phrase``)."""
+    return model_id.in_(_IDS)
+
+
+def match_phrase(q: str) -> str:
+    """``q`` as one FTS5 phrase: its characters in a row, quotes doubled, no query syntax."""
+    return '"' + q.replace('"', '""') + '"'
