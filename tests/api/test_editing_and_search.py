@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import JSON, column, create_engine, insert, table
 
 from app.auth.service import create_token
+from app.db import name_search
 from app.db.base import UTCDateTime
 from app.db.migrate import upgrade
 from app.main import create_app
@@ -289,6 +290,10 @@ def test_name_search_by_the_trigram_index_finds_what_the_scan_finds(
         # On SQLite the index answered (this SQLite has FTS5); PostgreSQL's pg_trgm needs nothing here.
         assert service.uses_trigram_index(conn, "res") == (conn.dialect.name == "sqlite")
         assert not service.uses_trigram_index(conn, "re")
+        # A string more names hold than the index is asked for goes to the scan in name order.
+        monkeypatch.setattr(name_search, "MAX_INDEXED_MATCHES", 2)
+        assert not service.uses_trigram_index(conn, "res")
+        assert _names(client, q="res") == by_index["res"]
     monkeypatch.setattr(service, "uses_trigram_index", lambda conn, q: False)
     by_scan = {q: _names(client, q=q) for q in queries}
     assert by_index == by_scan
