@@ -62,10 +62,9 @@ def _postgresql_triggers() -> list[str]:
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("models", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("revision", sa.BigInteger(), server_default=sa.text("0"), nullable=False)
-        )
+    # Not a batch operation: SQLite adds a column with a constant default in place, without rebuilding the
+    # table. (A future batch rebuild of versions, artifacts or aliases drops their triggers: recreate them.)
+    op.add_column("models", sa.Column("revision", sa.BigInteger(), server_default="0", nullable=False))
     dialect = op.get_bind().dialect.name
     for statement in _postgresql_triggers() if dialect == "postgresql" else _sqlite_triggers():
         op.execute(statement)

@@ -17,9 +17,10 @@ implementation. A read that fails here is read again there.
 SQLite reads run on the event loop, on a connection of the loop's own (``Runtime.read_engine``): a read
 by key or one page takes a few hundred microseconds, no writer can block it (WAL readers never wait for
 writers; its busy timeout is 50 ms, after which FastAPI answers), and the hand-off to the thread pool
-cost more than the read. PostgreSQL reads go to the thread pool, as a network round trip or an exhausted
-pool must never stall the loop that streams uploads and downloads; their pool skips the pre-ping (a dead
-connection fails the read, which FastAPI then answers on the main, pre-pinged pool).
+cost more than the read. PostgreSQL reads run on the loop too (``app.db.loop_reads``): the same functions
+in a greenlet, each statement awaited on an async connection, so the loop serves others while the server
+answers; a dead connection fails the read, which FastAPI then answers on the main, pre-pinged pool. On
+both, a body built on a cache miss (a page of 50: about 3 ms) is built on the loop.
 
 A version read or page is kept (``app.api.read_cache``) under its model's stamp: id, created_at and the
 revision the database bumps on every change to the model's versions, artifacts and aliases. A repeated
@@ -28,6 +29,7 @@ read costs one statement by the model's unique name; the first read after a writ
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -51,6 +53,7 @@ from app.artifacts.urls import download_urls
 from app.auth.service import allows
 from app.db.engine import read_connection
 from app.db.raw_reads import DriverReads, ReadConnection
+from app.db.revisions import revision_triggers_present
 from app.models.router import model_page, model_record
 from app.models.schemas import ModelRead
 from app.ops.logs import request_id_var
@@ -59,6 +62,8 @@ from app.runtime import Runtime
 from app.versions.router import version_page, version_record
 from app.versions.schemas import VersionRead
 from app.versions.service import read_model_stamp
+
+log = logging.getLogger("weightvault.reads")
 
 # app.state attribute: False turns the fast path off (tests compare it with FastAPI's answers).
 ENABLED_ATTR = "fast_reads"
@@ -228,7 +233,11 @@ class FastReads:
 
     def _cache_of(self, runtime: Runtime) -> ReadCache:
         if self._cache is None or self._cache_runtime is not runtime:
-            self._cache = ReadCache(runtime.settings.read_cache_bytes)
+            budget = runtime.settings.read_cache_bytes
+            if budget and not revision_triggers_present(runtime.engine):
+                log.warning("the database lacks the triggers that keep models.revision: no reads are kept")
+                budget = 0
+            self._cache = ReadCache(budget)
             self._cache_runtime = runtime
         return self._cache
 

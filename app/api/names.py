@@ -7,6 +7,8 @@ import re
 from app.errors import InvalidName
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}$"
+# Every character a name may hold: a search string with any other matches no name.
+NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._-")
 _NAME = re.compile(NAME_PATTERN)
 _DIGITS = re.compile(r"^[0-9]+$")
 RESERVED_ALIASES = frozenset({"latest"})

@@ -9,8 +9,9 @@ API process, for as long as that revision is current; the next read after a writ
 new revision and misses. The model's created_at is in the key because SQLite may hand a deleted model's
 id to the next one created.
 
-Bounded by bytes (the least recently used bodies go first) and by entries; a body larger than an
-eighth of the budget is not kept.
+Bounded by bytes (the least recently used bodies go first), counting each key's text as well as its
+body (a key holds a cursor, a ref and the base URL, which the client chooses), and by entries; a body
+larger than an eighth of the budget is not kept.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class ReadCache:
         self.max_bytes = max_bytes
         self.max_entries = max_entries
         self.bytes = 0
-        self._bodies: OrderedDict[Hashable, bytes] = OrderedDict()
+        self._bodies: OrderedDict[Hashable, tuple[bytes, int]] = OrderedDict()
         self._lock = threading.Lock()  # PostgreSQL reads run in the thread pool
 
     def __len__(self) -> int:
@@ -35,20 +36,22 @@ class ReadCache:
 
     def get(self, key: Hashable) -> bytes | None:
         with self._lock:
-            body = self._bodies.get(key)
-            if body is not None:
-                self._bodies.move_to_end(key)
-            return body
+            kept = self._bodies.get(key)
+            if kept is None:
+                return None
+            self._bodies.move_to_end(key)
+            return kept[0]
 
     def put(self, key: Hashable, body: bytes) -> None:
-        if len(body) > self.max_bytes // 8:
+        cost = len(body) + len(repr(key))
+        if cost > self.max_bytes // 8:
             return
         with self._lock:
             old = self._bodies.pop(key, None)
             if old is not None:
-                self.bytes -= len(old)
-            self._bodies[key] = body
-            self.bytes += len(body)
+                self.bytes -= old[1]
+            self._bodies[key] = (body, cost)
+            self.bytes += cost
             while self.bytes > self.max_bytes or len(self._bodies) > self.max_entries:
-                _, dropped = self._bodies.popitem(last=False)
-                self.bytes -= len(dropped)
+                _, (_, dropped) = self._bodies.popitem(last=False)
+                self.bytes -= dropped

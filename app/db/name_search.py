@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, bindparam, func, literal_column, select, text
 from sqlalchemy.engine import Dialect
 
+from app.api.names import NAME_CHARS
 from app.db.raw_reads import ReadConnection
 
 TRIGRAM_TABLE = "models_name_trigram"
@@ -32,11 +33,18 @@ _IDS: Select[Any] = (
     .where(text(f"{TRIGRAM_TABLE} MATCH :phrase"))
 )
 _FEW: Select[Any] = select(func.count().label("matches")).select_from(_IDS.limit(bindparam("cap")).subquery())
+# The table and the three triggers that keep it (a table without them would hide new models).
 _EXISTS: Select[Any] = (
-    select(literal_column("1").label("present"))
+    select(func.count().label("present"))
     .select_from(text("sqlite_master"))
-    .where(text(f"type = 'table' AND name = '{TRIGRAM_TABLE}'"))
+    .where(
+        text(
+            f"(type = 'table' AND name = '{TRIGRAM_TABLE}') OR (type = 'trigger' AND name IN "
+            "('wv_models_insert_trigram', 'wv_models_delete_trigram', 'wv_models_update_trigram'))"
+        )
+    )
 )
+
 _present: weakref.WeakKeyDictionary[Dialect, bool] = weakref.WeakKeyDictionary()
 
 
@@ -44,11 +52,11 @@ def uses_trigram_index(conn: ReadConnection, q: str) -> bool:
     """Whether a search for ``q`` on ``conn`` should ask the trigram table: SQLite with the table, ``q``
     long enough, and fewer than ``MAX_INDEXED_MATCHES`` names holding it. The table's presence is looked
     up once per engine (a SQLite without FTS5 has none)."""
-    if len(q) < MIN_TRIGRAM_CHARS or conn.dialect.name != "sqlite":
+    if len(q) < MIN_TRIGRAM_CHARS or conn.dialect.name != "sqlite" or not NAME_CHARS.issuperset(q):
         return False
     found = _present.get(conn.dialect)
     if found is None:
-        found = _present[conn.dialect] = conn.execute(_EXISTS).first() is not None
+        found = _present[conn.dialect] = conn.scalar(_EXISTS) == 4
     if not found:
         return False
     matches = conn.scalar(_FEW, {"phrase": match_phrase(q), "cap": MAX_INDEXED_MATCHES})
@@ -61,5 +69,6 @@ def trigram_match(model_id: ColumnElement[Any]) -> ColumnElement[bool]:
 
 
 def match_phrase(q: str) -> str:
-    """``q`` as one FTS5 phrase: its characters in a row, quotes doubled, no query syntax."""
+    """``q`` as one FTS5 phrase: its characters in a row, quotes doubled, no query syntax (a NUL, which
+    FTS5 refuses, never gets here: it is no name character)."""
     return '"' + q.replace('"', '""') + '"'

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.api.metadata import check_metadata
-from app.api.names import check_alias, check_name, is_valid_name
+from app.api.names import NAME_CHARS, check_alias, check_name, is_valid_name
 from app.architectures.registry import ArchitectureRegistry
 from app.architectures.service import hold_registration
 from app.db.engine import begin_write
@@ -206,6 +206,8 @@ def read_model_list(
     """Up to ``limit + 1`` models in name order after ``after``: those whose name contains ``q``
     (case-insensitive, ``%`` and ``_`` literal) and with ``architecture``, when given. One statement for
     the models, one for their aliases."""
+    if q and not NAME_CHARS.issuperset(q.lower()):
+        return []  # no name holds it (and a NUL is no text PostgreSQL or FTS5 accepts)
     has_after = isinstance(after, str)
     params: dict[str, Any] = {"limit": limit + 1, "after": after, "architecture": architecture}
     trigram = bool(q) and uses_trigram_index(conn, q.lower())

@@ -178,6 +178,25 @@ def test_a_model_made_again_under_a_deleted_ones_name_is_read_afresh(
     assert json.loads(new[1])["source"]["sha256"] != json.loads(old[1])["source"]["sha256"]
 
 
+def test_without_the_revision_triggers_nothing_is_kept(settings: Settings, tmp_path: Path) -> None:
+    with TestClient(create_app(settings)) as client:
+        _populate(client, tmp_path)
+        with client.app.state.runtime.engine.begin() as conn:  # type: ignore[attr-defined]
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("DROP TRIGGER wv_artifacts_revision ON artifacts"))
+            else:
+                conn.execute(text("DROP TRIGGER wv_artifacts_update_revision"))
+    # A server started on that database keeps no read: a change the revision misses is still seen.
+    with TestClient(create_app(settings)) as client:
+        path = "/v1/models/demo/versions/1"
+        before = _answer(client, path, fast=True)
+        assert _answer(client, path, fast=True) == before
+        with client.app.state.runtime.engine.begin() as conn:  # type: ignore[attr-defined]
+            conn.execute(text("UPDATE artifacts SET size = size + 1"))
+        after = _answer(client, path, fast=True)
+        assert after != before and after == _answer(client, path, fast=False)
+
+
 def test_a_postgres_read_connection_the_server_dropped_is_replaced(
     client: TestClient, tmp_path: Path, answered_fast: list[str]
 ) -> None:

@@ -6,25 +6,24 @@ from app.api.read_cache import ReadCache
 
 
 def test_the_least_recently_used_body_goes_first_when_the_budget_is_full() -> None:
-    cache = ReadCache(max_bytes=800)
-    for key in "abcd":
-        cache.put(key, key.encode() * 100)
-    assert cache.get("a") == b"a" * 100  # a is now the most recent
-    cache.put("e", b"e" * 100)
-    cache.put("f", b"f" * 100)
-    cache.put("g", b"g" * 100)
-    cache.put("h", b"h" * 100)
-    cache.put("i", b"i" * 100)
-    assert cache.bytes <= 800 and len(cache) == 8
-    assert cache.get("b") is None  # the oldest untouched went first
-    assert cache.get("a") == b"a" * 100
+    # Each entry costs its body and its key's text: 97 + len("'a'") = 100 bytes, so ten fit.
+    cache = ReadCache(max_bytes=1000)
+    for key in "abcdefghij":
+        cache.put(key, key.encode() * 97)
+    assert cache.bytes == 1000 and len(cache) == 10
+    assert cache.get("a") == b"a" * 97  # a is now the most recent
+    cache.put("k", b"k" * 97)
+    cache.put("l", b"l" * 97)
+    assert cache.bytes == 1000 and len(cache) == 10
+    assert cache.get("b") is None and cache.get("c") is None  # the oldest untouched went first
+    assert cache.get("a") == b"a" * 97 and cache.get("l") == b"l" * 97
 
 
 def test_replacing_a_key_counts_its_bytes_once() -> None:
     cache = ReadCache(max_bytes=8000)
     cache.put("k", b"x" * 500)
     cache.put("k", b"y" * 300)
-    assert cache.bytes == 300 and cache.get("k") == b"y" * 300
+    assert cache.bytes == 300 + len("'k'") and cache.get("k") == b"y" * 300
 
 
 def test_a_body_over_an_eighth_of_the_budget_is_not_kept_and_zero_keeps_nothing() -> None:
@@ -41,3 +40,11 @@ def test_the_entry_bound_holds_for_tiny_bodies() -> None:
     for n in range(5):
         cache.put(n, b"v")
     assert len(cache) == 3 and cache.get(0) is None and cache.get(4) == b"v"
+
+
+def test_long_keys_count_against_the_budget() -> None:
+    # A cursor or Host header of the client's choosing cannot grow the cache past its budget.
+    cache = ReadCache(max_bytes=64_000)
+    for n in range(1000):
+        cache.put(("/v1/models/{model}/versions", "m", n, "c" * 4000), b"{}")
+    assert cache.bytes <= 64_000 and len(cache) < 20
