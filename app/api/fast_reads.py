@@ -22,9 +22,11 @@ in a greenlet, each statement awaited on an async connection, so the loop serves
 answers; a dead connection fails the read, which FastAPI then answers on the main, pre-pinged pool. On
 both, a body built on a cache miss (a page of 50: about 3 ms) is built on the loop.
 
-A version read or page is kept (``app.api.read_cache``) under its model's stamp: id, created_at and the
-revision the database bumps on every change to the model's versions, artifacts and aliases. A repeated
-read costs one statement by the model's unique name; the first read after a write builds the body again.
+Every body answered here is kept (``app.api.read_cache``) under a stamp the database changes with what
+the body shows: a model's record, versions and pages of versions under its id, created_at and the
+revision triggers bump on every change to its row, versions, artifacts and aliases; a page of models
+(searches included) under the models list's counter, which any models row change bumps. A repeated read
+costs one statement by a unique key; the first read after a write builds the body again.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from app.artifacts.urls import download_urls
 from app.auth.service import allows
 from app.db.engine import read_connection
 from app.db.raw_reads import DriverReads, ReadConnection
-from app.db.revisions import revision_triggers_present
+from app.db.revisions import model_list_stamp, revision_triggers_present
 from app.models.router import model_page, model_record
 from app.models.schemas import ModelRead
 from app.ops.logs import request_id_var
@@ -104,15 +106,16 @@ class _NotHere(Exception):
 
 @dataclass(frozen=True)
 class Answer:
-    """How to answer a matched read: ``read`` the value, serialised by ``adapter``. With ``model``, the
-    body is kept in the read cache under the model's stamp and ``request_key`` (what else it depends on:
-    the ref or page parameters and the base URL of its download links)."""
+    """How to answer a matched read: ``read`` the value, serialised by ``adapter``. The body is kept in
+    the read cache under a stamp and ``request_key`` (what else it depends on: the ref, the page
+    parameters, the base URL of download links): with ``model``, that model's stamp; without, the models
+    list's counter."""
 
     route: ReadRoute
     read: Callable[[ReadConnection], Any]
     adapter: TypeAdapter[Any]
+    request_key: tuple[Any, ...]
     model: str | None = None
-    request_key: tuple[Any, ...] = ()
 
 
 def _query(scope: Scope, allowed: frozenset[str]) -> dict[str, str]:
@@ -165,17 +168,15 @@ def _serialised(value: Any, adapter: TypeAdapter[Any]) -> bytes:
 
 
 def _body(answer: Answer, cache: ReadCache) -> Callable[[ReadConnection], bytes]:
-    """The response body on a connection: from the cache while the model's stamp is unchanged."""
+    """The response body on a connection: from the cache while its stamp is unchanged."""
     model = answer.model
-    if model is None:
-        return lambda conn: _serialised(answer.read(conn), answer.adapter)
 
     def cached(conn: ReadConnection) -> bytes:
         # The stamp is read first: the rows read after it are at least as new, so a body is never kept
         # under a newer stamp than the rows it was built from.
-        stamp = read_model_stamp(conn=conn, model=model)
+        stamp: Any = model_list_stamp(conn) if model is None else read_model_stamp(conn=conn, model=model)
         if stamp is None:
-            raise _NotHere  # FastAPI answers the 404
+            raise _NotHere  # no such model: FastAPI answers the 404
         key = (answer.route.path, model, stamp, answer.request_key)
         body = cache.get(key)
         if body is None:
@@ -284,12 +285,14 @@ class FastReads:
                 page = make_page_params(limit=limit, cursor=cursor, cap=cap)
                 return model_page(conn=conn, page=page, q=q, architecture=architecture)
 
-            return Answer(_MODELS_ROUTE, models, _MODELS_JSON)
+            return Answer(_MODELS_ROUTE, models, _MODELS_JSON, (limit, cursor, q, architecture))
         if (found := _MODEL.fullmatch(path)) is not None:
             (model,) = found.groups()
             if len(model) > _MAX_PATH_PARAM or scope.get("query_string"):
                 return None
-            return Answer(_MODEL_ROUTE, lambda conn: model_record(conn=conn, model=model), _MODEL_JSON)
+            return Answer(
+                _MODEL_ROUTE, lambda conn: model_record(conn=conn, model=model), _MODEL_JSON, (), model=model
+            )
         if (found := _VERSION.fullmatch(path)) is not None:
             model, ref = found.groups()
             if len(model) > _MAX_PATH_PARAM or len(ref) > _MAX_PATH_PARAM or scope.get("query_string"):
@@ -300,8 +303,8 @@ class FastReads:
                 _VERSION_ROUTE,
                 lambda conn: version_record(conn=conn, url=url, model=model, ref=ref),
                 _VERSION_JSON,
+                (ref, str(request.base_url)),
                 model=model,
-                request_key=(ref, str(request.base_url)),
             )
         if (found := _VERSIONS.fullmatch(path)) is not None:
             (model,) = found.groups()
@@ -323,8 +326,8 @@ class FastReads:
                 _VERSIONS_ROUTE,
                 versions,
                 _VERSIONS_JSON,
+                (limit, cursor, order, str(request.base_url)),
                 model=model,
-                request_key=(limit, cursor, order, str(request.base_url)),
             )
         return None
 

@@ -1,4 +1,7 @@
-"""Whether the database keeps ``models.revision`` current: the triggers of migration 0010 are all there.
+"""The counters the database keeps for the read cache, and whether its triggers are all there.
+
+``models.revision`` (migrations 0010 and 0012) changes with a model's row, versions, artifacts and aliases;
+``read_revisions`` row ``models`` (migration 0012) with any models row, so with any model list page.
 
 The read cache (``app.api.read_cache``) is only as fresh as those triggers. A hand-made schema, a restore
 that left triggers out, or a future SQLite batch migration that rebuilt one of the tables (which drops the
@@ -8,13 +11,37 @@ API processes keep nothing.
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, text
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, Engine, MetaData, Select, String, Table, select, text
+
+from app.db.raw_reads import ReadConnection
 
 _TABLES = ("versions", "artifacts", "aliases")
+_EVENTS = ("insert", "update", "delete")
 SQLITE_TRIGGERS = frozenset(
-    f"wv_{table}_{event}_revision" for table in _TABLES for event in ("insert", "update", "delete")
+    [f"wv_{table}_{event}_revision" for table in _TABLES for event in _EVENTS]
+    + [f"wv_models_{event}_list_revision" for event in _EVENTS]
+    + ["wv_models_own_revision"]
 )
-POSTGRESQL_TRIGGERS = frozenset(f"wv_{table}_revision" for table in _TABLES)
+POSTGRESQL_TRIGGERS = frozenset(
+    [f"wv_{table}_revision" for table in _TABLES] + ["wv_models_list_revision", "wv_models_own_revision"]
+)
+
+# Not an ORM table: nothing but the triggers writes it.
+read_revisions = Table(
+    "read_revisions",
+    MetaData(),
+    Column("name", String(32), primary_key=True),
+    Column("revision", BigInteger, nullable=False),
+)
+_LIST_STAMP: Select[Any] = select(read_revisions.c.revision).where(read_revisions.c.name == "models")
+
+
+def model_list_stamp(conn: ReadConnection) -> int | None:
+    """The models list's counter (None before migration 0012)."""
+    value = conn.scalar(_LIST_STAMP)
+    return None if value is None else int(value)
 
 
 def revision_triggers_present(engine: Engine) -> bool:

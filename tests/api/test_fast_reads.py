@@ -112,13 +112,15 @@ def test_fast_answers_equal_fastapi_answers(
     assert "/v1/models/ghost" not in answered_fast
 
 
-CACHED = (
+VERSION_READS = (
     "/v1/models/demo/versions/1",
     "/v1/models/demo/versions/prod",
     "/v1/models/demo/versions/latest",
     "/v1/models/demo/versions?limit=2",
     "/v1/models/demo/versions?order=desc",
 )
+MODEL_READS = ("/v1/models/demo", "/v1/models", "/v1/models?q=dem", "/v1/models?limit=1")
+CACHED = VERSION_READS + MODEL_READS
 
 
 def _fresh_everywhere(client: TestClient) -> dict[str, tuple[int, bytes, dict[str, str]]]:
@@ -150,17 +152,32 @@ def test_kept_version_reads_follow_every_write(
     assert json.loads(after["/v1/models/demo/versions/latest"][1])["version"] == 2
     assert all(after[path] != before[path] for path in CACHED)
 
-    # Behind the API's back (a maintenance script's SQL): an artifact's row, a version's, an alias.
+    # Behind the API's back (a maintenance script's SQL): an artifact's row, a version's, an alias, a model's.
     with engine.begin() as conn:
         conn.execute(text("UPDATE artifacts SET size = size + 1 WHERE kind = 'weights'"))
     changed = _fresh_everywhere(client)
-    assert all(changed[path] != after[path] for path in CACHED)
+    assert all(changed[path] != after[path] for path in VERSION_READS)
     with engine.begin() as conn:
         conn.execute(text("UPDATE versions SET description = 'edited by hand'"))
         conn.execute(text("DELETE FROM aliases"))
     _fresh_everywhere(client)
     assert client.get("/v1/models/demo/versions/prod").status_code == 404
     assert client.get("/v1/models/demo/versions/2").json()["description"] == "edited by hand"
+    assert client.get("/v1/models/demo").json()["aliases"] == {}
+    before = _fresh_everywhere(client)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE models SET description = 'model by hand' WHERE name = 'demo'"))
+    after = _fresh_everywhere(client)
+    assert all(after[path] != before[path] for path in MODEL_READS)
+    assert json.loads(after["/v1/models?q=dem"][1])["items"][0]["description"] == "model by hand"
+
+    # Lists follow models made and removed.
+    create_model(client, "demo-two")
+    assert [m["name"] for m in client.get("/v1/models?q=dem").json()["items"]] == ["demo", "demo-two"]
+    _fresh_everywhere(client)
+    assert client.delete("/v1/models/demo-two").status_code == 204
+    assert [m["name"] for m in client.get("/v1/models?q=dem").json()["items"]] == ["demo"]
+    _fresh_everywhere(client)
 
 
 def test_a_model_made_again_under_a_deleted_ones_name_is_read_afresh(
