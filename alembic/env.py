@@ -25,7 +25,10 @@ def _run(connection: Connection) -> None:
     # takes effect outside a transaction), and checked before the migration commits.
     driver = connection.connection.driver_connection
     assert driver is not None
+    enforced = driver.execute("PRAGMA foreign_keys").fetchone()[0]
     driver.execute("PRAGMA foreign_keys=OFF")
+    if driver.execute("PRAGMA foreign_keys").fetchone()[0]:
+        raise RuntimeError("SQLite migrations need a connection outside a transaction (foreign keys stay on)")
     try:
         with context.begin_transaction():
             context.run_migrations()
@@ -33,7 +36,7 @@ def _run(connection: Connection) -> None:
             if broken:
                 raise RuntimeError(f"the migration left rows whose foreign keys point nowhere: {broken[:5]}")
     finally:
-        driver.execute("PRAGMA foreign_keys=ON")
+        driver.execute(f"PRAGMA foreign_keys={'ON' if enforced else 'OFF'}")
 
 
 def run_migrations_online() -> None:

@@ -33,18 +33,23 @@ def upgrade() -> None:
     )
     op.execute("INSERT INTO read_revisions (name, revision) VALUES ('models', 0)")
     if op.get_bind().dialect.name == "postgresql":
-        # One bump per statement for the list; the model's own counter in the row being written.
+        # The list's counter is bumped at commit (a deferred constraint trigger): its one row's lock is the
+        # last a writing transaction takes and is held only while it commits. Taken at the first models
+        # write instead, it would serialise all writers and could deadlock a statement that changes two
+        # models (A, then the counter, then B) with a writer of B waiting for the counter.
         op.execute(
             "CREATE FUNCTION wv_models_list_revision() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
             f"{_BUMP_LIST}; RETURN NULL; END $$"
         )
         op.execute(
-            "CREATE TRIGGER wv_models_list_revision AFTER INSERT OR UPDATE OR DELETE ON models "
-            "FOR EACH STATEMENT EXECUTE FUNCTION wv_models_list_revision()"
+            "CREATE CONSTRAINT TRIGGER wv_models_list_revision AFTER INSERT OR UPDATE OR DELETE ON models "
+            "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION wv_models_list_revision()"
         )
+        # The model's own counter, in the row being written; never backwards (a hand-set revision).
         op.execute(
             "CREATE FUNCTION wv_models_own_revision() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-            "IF NEW.revision = OLD.revision THEN NEW.revision := OLD.revision + 1; END IF; RETURN NEW; END $$"
+            "IF NEW.revision <= OLD.revision THEN NEW.revision := OLD.revision + 1; END IF; "
+            "RETURN NEW; END $$"
         )
         op.execute(
             "CREATE TRIGGER wv_models_own_revision BEFORE UPDATE ON models "
@@ -56,10 +61,11 @@ def upgrade() -> None:
             f"CREATE TRIGGER wv_models_{event}_list_revision AFTER {event.upper()} ON models BEGIN {_BUMP_LIST}; END"
         )
     # SQLite runs no trigger from within itself (recursive_triggers is off), and the WHEN skips the bumps
-    # migration 0010's triggers make.
+    # migration 0010's triggers make. (SQLite writers are serialised anyway: no lock order to mind.) A
+    # future batch rebuild of models must drop and recreate 0010's triggers, which name it.
     op.execute(
-        "CREATE TRIGGER wv_models_own_revision AFTER UPDATE ON models WHEN NEW.revision = OLD.revision "
-        "BEGIN UPDATE models SET revision = revision + 1 WHERE id = NEW.id; END"
+        "CREATE TRIGGER wv_models_own_revision AFTER UPDATE ON models WHEN NEW.revision <= OLD.revision "
+        "BEGIN UPDATE models SET revision = OLD.revision + 1 WHERE id = NEW.id; END"
     )
 
 

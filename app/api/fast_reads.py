@@ -170,6 +170,8 @@ def _serialised(value: Any, adapter: TypeAdapter[Any]) -> bytes:
 def _body(answer: Answer, cache: ReadCache) -> Callable[[ReadConnection], bytes]:
     """The response body on a connection: from the cache while its stamp is unchanged."""
     model = answer.model
+    if not cache.max_bytes:  # nothing is kept (or may be: see _cache_of): no stamp to read
+        return lambda conn: _serialised(answer.read(conn), answer.adapter)
 
     def cached(conn: ReadConnection) -> bytes:
         # The stamp is read first: the rows read after it are at least as new, so a body is never kept

@@ -39,7 +39,7 @@ _LIST_STAMP: Select[Any] = select(read_revisions.c.revision).where(read_revision
 
 
 def model_list_stamp(conn: ReadConnection) -> int | None:
-    """The models list's counter (None before migration 0012)."""
+    """The models list's counter (None if its row is missing; the table is there from migration 0012)."""
     value = conn.scalar(_LIST_STAMP)
     return None if value is None else int(value)
 
@@ -50,7 +50,8 @@ def revision_triggers_present(engine: Engine) -> bool:
             found = conn.scalars(
                 text(
                     "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
-                    "WHERE NOT t.tgisinternal AND c.relnamespace = current_schema()::regnamespace"
+                    "WHERE NOT t.tgisinternal AND t.tgenabled <> 'D' "
+                    "AND c.relnamespace = current_schema()::regnamespace"
                 )
             )
             return set(found) >= POSTGRESQL_TRIGGERS

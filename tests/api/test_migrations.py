@@ -58,3 +58,35 @@ def test_upgrading_keeps_versions_artifacts_and_aliases(database_url: str, start
             assert conn.scalar(text("SELECT revision FROM models")) == before + 1
     finally:
         engine.dispose()
+
+
+def test_writers_of_two_models_do_not_wait_for_each_other_on_the_list_counter(database_url: str) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's row locks: SQLite serialises its writers anyway")
+    upgrade(database_url, "head")
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as conn:
+            for name in ("left", "right"):
+                conn.execute(
+                    text(
+                        "INSERT INTO models (name, architecture, config, created_at, last_version) "
+                        "VALUES (:name, 'simple-linear', '{}', now(), 0)"
+                    ),
+                    {"name": name},
+                )
+        with engine.connect() as conn:
+            start = conn.scalar(text("SELECT revision FROM read_revisions WHERE name = 'models'"))
+        with engine.connect() as first, engine.connect() as second:
+            first.execute(text("UPDATE models SET description = 'a' WHERE name = 'left'"))  # not committed
+            # The list counter is bumped at commit: the second writer neither waits nor deadlocks.
+            second.execute(text("SET lock_timeout = '2s'"))
+            second.execute(text("UPDATE models SET description = 'b' WHERE name = 'right'"))
+            second.commit()
+            first.commit()
+        with engine.connect() as conn:
+            assert conn.scalar(text("SELECT revision FROM read_revisions WHERE name = 'models'")) == start + 2
+            revisions = dict(conn.execute(text("SELECT name, revision FROM models")).all())
+            assert revisions == {"left": 1, "right": 1}
+    finally:
+        engine.dispose()
