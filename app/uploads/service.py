@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.db.base import utcnow
+from app.db.engine import begin_write
 from app.errors import TooLarge, WeightvaultError
 from app.models.models import RegisteredModel
 from app.uploads.errors import (
@@ -67,6 +68,7 @@ def create_session(
             f"Upload-Length is {length} bytes; this server accepts files up to {rules.max_upload_bytes} bytes.",
             {"limit": rules.max_upload_bytes},
         )
+    begin_write(session)  # counts, then inserts: see record_offset
     now = utcnow()
     open_sessions = session.scalar(
         select(func.count())
@@ -286,6 +288,9 @@ def begin_patch(
 
 
 def record_offset(*, session: Session, upload_id: str, offset: int) -> UploadSession:
+    # A writer from its first statement: on SQLite a transaction that read first and writes later fails
+    # at once (SQLITE_BUSY, no wait) when another connection committed in between.
+    begin_write(session)
     row = session.get(UploadSession, upload_id)
     if row is None:  # deleted while the PATCH ran
         raise UploadNotFound(f"The upload '{upload_id}' was deleted.")
@@ -300,6 +305,7 @@ def record_offset(*, session: Session, upload_id: str, offset: int) -> UploadSes
 def record_outcome(
     *, session: Session, upload_id: str, version_number: int | None, error: WeightvaultError | None
 ) -> UploadSession:
+    begin_write(session)  # see record_offset
     row = session.get(UploadSession, upload_id)
     if row is None:
         raise UploadNotFound(f"The upload '{upload_id}' was deleted.")
