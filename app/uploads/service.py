@@ -112,18 +112,23 @@ def get_session(*, session: Session, data_dir: Path, upload_id: str) -> UploadSe
     if row is None:
         raise UploadNotFound(f"There is no upload '{upload_id[:40]}'; start one with POST .../uploads.")
     if row.state == "receiving" and row.expires_at <= utcnow():
+        expired_at = row.expires_at.isoformat()
         discard(session=session, data_dir=data_dir, row=row)
         raise UploadExpired(
-            f"The upload '{upload_id}' expired at {row.expires_at.isoformat()}; its bytes were freed. Start again."
+            f"The upload '{upload_id}' expired at {expired_at}; its bytes were freed. Start again."
         )
     return row
 
 
 def discard(*, session: Session, data_dir: Path, row: UploadSession) -> None:
+    upload_id = row.id
+    begin_write(session)  # the row was read first: see record_offset
     with contextlib.suppress(FileNotFoundError):
-        part_path(data_dir, row.id).unlink()
-    _HASHES.forget(row.id)
-    session.delete(row)
+        part_path(data_dir, upload_id).unlink()
+    _HASHES.forget(upload_id)
+    current = session.get(UploadSession, upload_id)
+    if current is not None:  # else another request removed it meanwhile
+        session.delete(current)
     session.commit()
 
 

@@ -194,6 +194,23 @@ def test_termination_expiry_and_limits(small_limits: TestClient, data_dir: Path)
     start(client, 100)  # a slot was freed
 
 
+def test_gc_frees_every_expired_upload_and_keeps_the_live_one(client: TestClient, data_dir: Path) -> None:
+    create_model(client)
+    expired = [start(client, 100), start(client, 100)]
+    live = start(client, 100)
+    for location in [*expired, live]:
+        assert patch(client, location, 0, b"x" * 10).status_code == 204
+    for location in expired:
+        _expire(client, location)
+    runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    with runtime.sessions() as session:
+        assert uploads_service.remove_expired(session=session, data_dir=data_dir) == 2
+    parts = {name for name in stored_files(data_dir) if name.startswith("uploads/")}
+    assert parts == {f"uploads/{live.rsplit('/', 1)[1]}.part"}
+    assert [client.head(location, headers=TUS).status_code for location in expired] == [404, 404]
+    assert offset_of(client, live) == 10
+
+
 HOSTILE = sorted(hostile_files(Path("/nonexistent/marker")))[::3]  # a spread of the direct-upload cases
 
 
