@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     max_page_size: int = Field(default=500, gt=0, le=10_000)
     # Per API process: recent version reads and pages, kept until the model's next write (0: none kept).
     read_cache_bytes: int = Field(default=64 * MiB, ge=0)
+    # How long an API process may reuse a kept read's stamp without asking the database; every other
+    # API answer waits this long before it is sent (app.api.stamp_leases). 0: ask on every read.
+    read_lease_ms: float = Field(default=5.0, ge=0, le=60_000)
     max_form_parts: int = Field(default=256, ge=2, le=2000)
     # A model folder upload keeps at most this many extra files (tokenizer, generation config), each at
     # most this large; the hf artifact's model.safetensors is sharded past hf_shard_bytes.

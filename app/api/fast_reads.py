@@ -26,7 +26,10 @@ Every body answered here is kept (``app.api.read_cache``) under a stamp the data
 the body shows: a model's record, versions and pages of versions under its id, created_at and the
 revision triggers bump on every change to its row, versions, artifacts and aliases; a page of models
 (searches included) under the models list's counter, which any models row change bumps. A repeated read
-costs one statement by a unique key; the first read after a write builds the body again.
+costs one statement by a unique key; the first read after a write builds the body again. A stamp read
+less than ``read_lease_ms`` ago is reused without a statement (``app.api.stamp_leases``): a kept body is
+then answered without touching the database, and ``app.api.commit_wait`` holds back every other API
+answer for as long, so no client is shown older data than it was already told.
 """
 
 from __future__ import annotations
@@ -48,9 +51,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app.api.commit_wait import CommitWait
 from app.api.pagination import Page, make_page_params
 from app.api.read_cache import ReadCache
 from app.api.responses import AS_STORED
+from app.api.stamp_leases import StampLeases
 from app.artifacts.urls import download_urls
 from app.auth.service import allows
 from app.db.engine import read_connection
@@ -167,7 +172,17 @@ def _serialised(value: Any, adapter: TypeAdapter[Any]) -> bytes:
         return adapter.dump_json(value, by_alias=True)
 
 
-def _body(answer: Answer, cache: ReadCache) -> Callable[[ReadConnection], bytes]:
+def _cache_key(answer: Answer, stamp: Any) -> tuple[Any, ...]:
+    return (answer.route.path, answer.model, stamp, answer.request_key)
+
+
+def _leased_body(answer: Answer, cache: ReadCache, leases: StampLeases, arrived: float) -> bytes | None:
+    """The kept body under a stamp read less than the lease before the read arrived: no statement at all."""
+    stamp = leases.current(answer.model, arrived)
+    return None if stamp is None else cache.get(_cache_key(answer, stamp))
+
+
+def _body(answer: Answer, cache: ReadCache, leases: StampLeases) -> Callable[[ReadConnection], bytes]:
     """The response body on a connection: from the cache while its stamp is unchanged."""
     model = answer.model
     if not cache.max_bytes:  # nothing is kept (or may be: see _cache_of): no stamp to read
@@ -176,10 +191,12 @@ def _body(answer: Answer, cache: ReadCache) -> Callable[[ReadConnection], bytes]
     def cached(conn: ReadConnection) -> bytes:
         # The stamp is read first: the rows read after it are at least as new, so a body is never kept
         # under a newer stamp than the rows it was built from.
+        asked_at = time.monotonic()  # before the statement is sent: the lease counts from here
         stamp: Any = model_list_stamp(conn) if model is None else read_model_stamp(conn=conn, model=model)
         if stamp is None:
             raise _NotHere  # no such model: FastAPI answers the 404
-        key = (answer.route.path, model, stamp, answer.request_key)
+        leases.record(model, stamp, asked_at)
+        key = _cache_key(answer, stamp)
         body = cache.get(key)
         if body is None:
             body = _serialised(answer.read(conn), answer.adapter)
@@ -207,6 +224,17 @@ def _on_a_connection(engine: Engine, read: Callable[[ReadConnection], Any]) -> A
         return read(DriverReads(conn))
 
 
+async def _read(runtime: Runtime, read: Callable[[ReadConnection], bytes]) -> bytes:
+    """``read`` on a connection: SQLite's on the loop, PostgreSQL's awaited on the loop, or a thread's."""
+    if runtime.reads_on_loop:
+        body: bytes = runtime.loop_reads.run(read)
+    elif runtime.postgres_loop_reads is not None:
+        body = await runtime.postgres_loop_reads.run(read)
+    else:
+        body = await run_in_threadpool(_on_a_connection, runtime.read_engine, read)
+    return body
+
+
 class FastReads:
     """ASGI middleware answering the four hot GETs in their plain case (see the module docstring).
 
@@ -218,15 +246,17 @@ class FastReads:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self._cache: ReadCache | None = None
+        self._leases = StampLeases(0.0)
         self._cache_runtime: Runtime | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
-            started = time.perf_counter()
+            started, arrived = time.perf_counter(), time.monotonic()
             answer = self._match(scope)
             if answer is not None:
                 try:
-                    body = await self._run(scope, answer, self._cache_of(scope["app"].state.runtime))
+                    cache = self._cache_of(scope["app"].state.runtime)
+                    body = await self._run(scope, answer, cache, self._leases, arrived)
                 except Exception:
                     body = None  # FastAPI reads it again and answers as it always does
                 if body is not None:
@@ -241,22 +271,37 @@ class FastReads:
                 log.warning("the database lacks the triggers that keep models.revision: no reads are kept")
                 budget = 0
             self._cache = ReadCache(budget)
+            self._leases = StampLeases(runtime.settings.read_lease_ms / 1000 if budget else 0.0)
             self._cache_runtime = runtime
         return self._cache
 
     @staticmethod
-    async def _run(scope: Scope, answer: Answer, cache: ReadCache) -> bytes:
+    async def _run(
+        scope: Scope, answer: Answer, cache: ReadCache, leases: StampLeases, arrived: float
+    ) -> bytes:
         runtime: Runtime = scope["app"].state.runtime
-        read = _body(answer, cache)
         if runtime.settings.auth_enabled:
-            read = _guarded(read, _header(scope, b"authorization"))
-        if runtime.reads_on_loop:
-            body: bytes = runtime.loop_reads.run(read)
-        elif runtime.postgres_loop_reads is not None:
-            body = await runtime.postgres_loop_reads.run(read)
-        else:
-            body = await run_in_threadpool(_on_a_connection, runtime.read_engine, read)
-        return body
+            # The token is checked on every read (a revoked one is refused by the next): the stamp is
+            # read on the same connection, lease or not.
+            return await _read(
+                runtime, _guarded(_body(answer, cache, leases), _header(scope, b"authorization"))
+            )
+        leased = _leased_body(answer, cache, leases, arrived)
+        if leased is not None:
+            return leased
+        if runtime.reads_on_loop:  # SQLite: a read runs to its end before another begins
+            return await _read(runtime, _body(answer, cache, leases))
+        under_way = leases.pending(answer.model, arrived)
+        if under_way is not None:
+            await under_way.wait()
+            leased = _leased_body(answer, cache, leases, arrived)
+            if leased is not None:
+                return leased
+        done = leases.begin(answer.model)
+        try:
+            return await _read(runtime, _body(answer, cache, leases))
+        finally:
+            leases.end(answer.model, done)
 
     def _match(self, scope: Scope) -> Answer | None:
         state = scope["app"].state
@@ -355,12 +400,13 @@ async def _respond(scope: Scope, send: Send, route: ReadRoute, body: bytes, star
         request_id_var.reset(token)
 
 
-def install(app: Starlette) -> None:
+def install(app: Starlette, *, lease_seconds: float) -> None:
     """Put ``FastReads`` in front of the app's whole middleware stack, FastAPI's own layers included
-    (``add_middleware`` can only place it inside them)."""
+    (``add_middleware`` can only place it inside them), and ``CommitWait`` right behind it: whatever
+    FastAPI answers waits out the read lease, error answers included."""
     build = app.build_middleware_stack
 
     def build_behind_fast_reads() -> ASGIApp:
-        return FastReads(build())
+        return FastReads(CommitWait(build(), lease_seconds))
 
     app.build_middleware_stack = build_behind_fast_reads  # type: ignore[method-assign]

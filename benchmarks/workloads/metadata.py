@@ -150,6 +150,7 @@ def _run_on(ctx: Context, database: str, url: str | None) -> None:
         weights, config = ctx.inputs.arch("simple-linear", seed=0)
         create_model(wv, MODEL, "simple-linear", config)
         expect(rawhttp.upload_raw(wv.url, f"/v1/models/{MODEL}/versions", weights), 201, "upload")
+        _wait_until_idle(wv)
         label = "metadata SQLite" if database == "sqlite" else "metadata PostgreSQL"
         measure(ctx, wv, PATHS, f"metadata/{database}", f"{label} (weightvault)")
         fill(db_url, models=0, versions=0, extra_versions={MODEL: 49})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,8 @@ def answered_fast(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
     original = fast_reads.FastReads._run
 
-    async def spy(scope: Any, answer: Any, cache: Any) -> bytes:
-        body = await original(scope, answer, cache)
+    async def spy(scope: Any, answer: Any, cache: Any, leases: Any, arrived: float) -> bytes:
+        body = await original(scope, answer, cache, leases, arrived)
         seen.append(scope["path"])
         return body
 
@@ -214,7 +215,63 @@ def test_without_the_revision_triggers_nothing_is_kept(settings: Settings, tmp_p
         assert after != before and after == _answer(client, path, fast=False)
 
 
+LEASE_SECONDS = 0.5
+
+
+@pytest.fixture
+def leased(settings: Settings) -> Iterator[TestClient]:
+    """A server that reuses a read stamp for half a second: wide enough to see from a test."""
+    chosen = settings.model_copy(update={"read_lease_ms": LEASE_SECONDS * 1000})
+    with TestClient(create_app(chosen), raise_server_exceptions=False) as client:
+        yield client
+
+
+def test_a_write_is_answered_only_once_no_kept_read_can_hide_it(leased: TestClient, tmp_path: Path) -> None:
+    client = leased
+    _populate(client, tmp_path)
+    assert client.get("/v1/models/demo/versions/prod").json()["version"] == 2  # its stamp is now leased
+    started = time.monotonic()
+    assert client.put("/v1/models/demo/aliases/prod", json={"version": 1}).is_success
+    # The answer waited out the lease: the read right after it cannot reuse the stamp read before the write.
+    assert time.monotonic() - started >= LEASE_SECONDS
+    assert client.get("/v1/models/demo/versions/prod").json()["version"] == 1
+    assert client.get("/v1/models/demo").json()["aliases"] == {"prod": 1}
+    assert client.request("DELETE", "/v1/models/demo/versions/3", params={"force": "true"}).status_code == 204
+    assert client.get("/v1/models/demo/versions/3").status_code == 404
+    assert [v["version"] for v in client.get("/v1/models/demo/versions").json()["items"]] == [1, 2]
+    # An error answer waits too: what it reports may have come from a write someone else just made.
+    started = time.monotonic()
+    assert client.get("/v1/models/demo/versions/9").status_code == 404
+    assert time.monotonic() - started >= LEASE_SECONDS
+
+
+def test_a_change_behind_the_apis_back_is_seen_within_the_lease(leased: TestClient, tmp_path: Path) -> None:
+    client = leased
+    _populate(client, tmp_path)
+    path = "/v1/models/demo/versions/1"
+    before = client.get(path).json()
+    leased_at = time.monotonic()
+    with client.app.state.runtime.engine.begin() as conn:  # type: ignore[attr-defined]
+        conn.execute(text("UPDATE versions SET description = 'edited by hand'"))
+    # Nobody was answered about this change: for the rest of the lease the kept body may still be served
+    # without asking the database (which is what makes a kept read cost no statement)...
+    if time.monotonic() - leased_at < LEASE_SECONDS * 0.8:
+        assert client.get(path).json() == before
+    # ...and once the lease has passed, every read shows it.
+    time.sleep(max(0.0, leased_at + LEASE_SECONDS - time.monotonic()))
+    assert client.get(path).json()["description"] == "edited by hand"
+
+
 def test_a_postgres_read_connection_the_server_dropped_is_replaced(
+    settings: Settings, tmp_path: Path, answered_fast: list[str]
+) -> None:
+    # No lease: each read below must reach the database.
+    chosen = settings.model_copy(update={"read_lease_ms": 0})
+    with TestClient(create_app(chosen), raise_server_exceptions=False) as client:
+        _check_a_dropped_connection_is_replaced(client, tmp_path, answered_fast)
+
+
+def _check_a_dropped_connection_is_replaced(
     client: TestClient, tmp_path: Path, answered_fast: list[str]
 ) -> None:
     loop_reads = client.app.state.runtime.postgres_loop_reads  # type: ignore[attr-defined]
