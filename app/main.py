@@ -90,7 +90,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_contract_openapi(app)
     app.add_middleware(RequestContextMiddleware)
     # In front of everything, RequestContextMiddleware included: the hot reads it answers do its part too.
-    fast_reads.install(app, lease_seconds=chosen.read_lease_ms / 1000 if chosen.read_cache_bytes else 0.0)
+    # The wait applies even where this process keeps nothing: other processes may lease stamps.
+    fast_reads.install(app, lease_seconds=chosen.read_lease_ms / 1000)
     for router in (
         ops_router,
         architectures_router,

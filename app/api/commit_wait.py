@@ -4,8 +4,10 @@ The other half of ``app.api.stamp_leases``: an API process may reuse a read stam
 so anything the database told a client (a write's success, a job reported finished, an artifact found)
 must reach the client no sooner than ``lease`` after the database told it. Each answer under ``/v1/``
 that FastAPI gives (every write, every error, every read the fast path did not take) starts no sooner
-than ``lease`` after its handler finished. The hot reads the fast path answers are not held: they only
-ever show what a fresh or leased stamp shows.
+than ``lease`` after its handler finished. The hot reads the fast path answers are not held (see
+``app.api.stamp_leases`` for what that allows while a change is not yet answered). The request's database
+session closes after its answer is sent (FastAPI's dependency exit), so it stays open through the wait:
+a pooled connection is held for the lease longer per answer.
 
 Nothing that starts a response and then reads or writes the database is mounted under ``/v1/``: a
 download reads its rows before its first byte. Pages under ``/ui`` and ``/docs`` carry no data.

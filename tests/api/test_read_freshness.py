@@ -3,7 +3,7 @@ removed alias, edited metadata), nor an old page.
 
 Two real API processes (``serve --workers 2``) share one database; every read is repeated so that each
 process answers some of them (the kernel spreads new connections over the processes' accepts). Each
-process may reuse a read's stamp for the read lease; the lease is set to a second here, so that every
+process may reuse a read's stamp for the read lease; the lease is set to half a second here, so that every
 read made just before a write is still leased when the write answers: only the write's answer waiting
 out the lease keeps those reads from being served stale.
 """
@@ -52,7 +52,7 @@ def test_no_api_process_serves_a_stale_read_after_a_write(
         "2",
         "--conversion-workers",
         "0",
-        WEIGHTVAULT_READ_LEASE_MS="1000",
+        WEIGHTVAULT_READ_LEASE_MS="500",
     ) as url:
         client = httpx.Client(base_url=url, timeout=120)
         assert client.post("/v1/models", json={"name": "demo", "architecture": "simple-linear"}).is_success

@@ -10,17 +10,18 @@ from app.api.stamp_leases import StampLeases
 
 
 def test_a_stamp_serves_reads_that_arrive_within_the_lease_of_its_statement() -> None:
-    leases = StampLeases(0.010)
-    asked_at = time.monotonic()
+    # Times a float holds exactly: the boundary is tested as it is, not as rounding leaves it.
+    leases = StampLeases(0.5)
+    asked_at = 1024.0
     leases.record("demo", (1, "t", 7), asked_at)
-    assert leases.current("demo", asked_at + 0.009) == (1, "t", 7)
-    assert leases.current("demo", asked_at + 0.010) is None  # a write answered by now may be newer
+    assert leases.current("demo", asked_at + 0.375) == (1, "t", 7)
+    assert leases.current("demo", asked_at + 0.5) is None  # a write answered by now may be newer
     assert leases.current("other", asked_at) is None
     # A read that came back late but was sent earlier never replaces a newer stamp.
-    leases.record("demo", (1, "t", 6), asked_at - 0.005)
+    leases.record("demo", (1, "t", 6), asked_at - 0.25)
     assert leases.current("demo", asked_at) == (1, "t", 7)
-    leases.record("demo", (1, "t", 8), asked_at + 0.008)
-    assert leases.current("demo", asked_at + 0.015) == (1, "t", 8)
+    leases.record("demo", (1, "t", 8), asked_at + 0.25)
+    assert leases.current("demo", asked_at + 0.625) == (1, "t", 8)
 
 
 def test_no_lease_keeps_nothing() -> None:
@@ -35,18 +36,18 @@ def test_no_lease_keeps_nothing() -> None:
 
 def test_a_read_under_way_is_shared_only_with_reads_it_can_serve() -> None:
     async def scenario() -> None:
-        leases = StampLeases(0.050)
+        leases = StampLeases(60.0)
         done = leases.begin("demo")
         began = time.monotonic()
-        assert leases.pending("demo", began + 0.010) is done
-        assert leases.pending("demo", began + 0.060) is None  # began too long before this read arrived
+        assert leases.pending("demo", began + 1.0) is done
+        assert leases.pending("demo", began + 61.0) is None  # began too long before this read arrived
         assert leases.pending("other", began) is None
         waiter = asyncio.ensure_future(done.wait())
         leases.record("demo", 3, began)
         leases.end("demo", done)
         await asyncio.wait_for(waiter, 1)
         assert leases.pending("demo", began) is None
-        assert leases.current("demo", began + 0.010) == 3
+        assert leases.current("demo", began + 1.0) == 3
 
     asyncio.run(scenario())
 
