@@ -164,7 +164,7 @@ def targets(
                 [f"metadata/sqlite/c{c}/rps"],
                 [f"mlflow/metadata/c{c}/rps"],
                 ">=",
-                3.0,
+                10.0,  # issue 14
             )
         )
     return found + _read_targets(clients)
