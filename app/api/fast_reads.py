@@ -29,7 +29,8 @@ revision triggers bump on every change to its row, versions, artifacts and alias
 costs one statement by a unique key; the first read after a write builds the body again. A stamp read
 less than ``read_lease_ms`` ago is reused without a statement (``app.api.stamp_leases``): a kept body is
 then answered without touching the database, and ``app.api.commit_wait`` holds back every other API
-answer for as long, so no client is shown older data than it was already told.
+answer for as long, so no read is older than a write already answered (what a lease still lets
+through is said there).
 """
 
 from __future__ import annotations
