@@ -24,6 +24,9 @@ class Artifact(Base):
     format: Mapped[str] = mapped_column(String(32))
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
+    # CRC-32 of the download (0 .. 2**32 - 1), sent as X-Weightvault-Crc32; null for rows written before
+    # it was recorded (clients then check the sha256).
+    crc32: Mapped[int | None] = mapped_column(BigInteger, default=None)
     # "file" or "zip" (app.artifacts.naming.Packaging): decides the download's file name and media type.
     packaging: Mapped[str] = mapped_column(String(16), default="file", server_default="file")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -14,6 +14,7 @@ from app.artifacts.responses import BlobResponse, ComposedResponse, etag_matches
 from app.artifacts.schemas import ArtifactRead
 from app.auth.policy import requires
 from app.deps import DownloadUrlDep, StoreDep, ValidModel, ValidVersion
+from app.storage.crc32 import crc32_hex
 
 router = APIRouter(prefix="/v1/models/{model}/versions/{ref}/artifacts", tags=["artifacts"])
 
@@ -24,10 +25,24 @@ def list_artifacts(model: ValidModel, version: ValidVersion, url: DownloadUrlDep
     return Page(items=items, next_cursor=None)
 
 
+_STRING = {"type": "string"}
+_DOWNLOAD_HEADERS = {
+    "ETag": {"description": 'The sha256 of the whole download, quoted: "<sha256>"', "schema": _STRING},
+    "X-Weightvault-Sha256": {"description": "The sha256 of the whole download", "schema": _STRING},
+    "X-Weightvault-Crc32": {
+        "description": "The CRC-32 (zlib's) of the whole download as 8 hex digits; absent for artifacts "
+        "stored before it was recorded",
+        "schema": {"type": "string", "pattern": "^[0-9a-f]{8}$"},
+    },
+}
 _DOWNLOAD_RESPONSES: dict[int | str, dict[str, object]] = {
-    200: {"content": {"application/octet-stream": {}}, "description": "The artifact's bytes"},
-    206: {"description": "The requested byte range"},
-    304: {"description": "Not modified (If-None-Match matched the ETag)"},
+    200: {
+        "content": {"application/octet-stream": {}},
+        "description": "The artifact's bytes",
+        "headers": _DOWNLOAD_HEADERS,
+    },
+    206: {"description": "The requested byte range", "headers": _DOWNLOAD_HEADERS},
+    304: {"description": "Not modified (If-None-Match matched the ETag)", "headers": _DOWNLOAD_HEADERS},
 }
 
 
@@ -67,6 +82,8 @@ def download_artifact(
         "Cache-Control": "private, max-age=0, must-revalidate",
         "X-Weightvault-Sha256": artifact.sha256,
     }
+    if artifact.crc32 is not None:
+        headers["X-Weightvault-Crc32"] = crc32_hex(artifact.crc32)
     if etag_matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
     if stored.is_recipe(artifact):

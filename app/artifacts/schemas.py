@@ -15,6 +15,8 @@ class ArtifactRead(BaseModel):
     format: str
     size: int
     sha256: str
+    # 8 hex digits; null for artifacts stored before it was recorded.
+    crc32: str | None = None
     created_at: datetime
     validation: dict[str, Any]
     filename: str
@@ -28,6 +30,7 @@ class ArtifactSnapshot(BaseModel):
     format: str
     size: int
     sha256: str
+    crc32: str | None = None
     created_at: datetime
     validation: dict[str, Any]
     packaging: Packaging

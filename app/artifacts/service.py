@@ -16,6 +16,7 @@ from app.artifacts.naming import PACKAGINGS, DownloadUrl, Packaging, download_fi
 from app.artifacts.schemas import ArtifactRead, ArtifactSnapshot
 from app.errors import ArtifactNotFound
 from app.storage.blobstore import BlobStore
+from app.storage.crc32 import crc32_hex
 from app.versions.models import Version
 
 log = logging.getLogger("weightvault.artifacts")
@@ -73,10 +74,16 @@ def snapshot(artifact: Artifact) -> dict[str, Any]:
         format=artifact.format,
         size=artifact.size,
         sha256=artifact.sha256,
+        crc32=crc32_of(artifact),
         created_at=artifact.created_at,
         validation=artifact.validation,
         packaging=packaging_of(artifact),
     ).model_dump(mode="json")
+
+
+def crc32_of(artifact: Artifact) -> str | None:
+    """The download's CRC-32 as clients read it (8 hex digits), or None for rows from before it."""
+    return None if artifact.crc32 is None else crc32_hex(artifact.crc32)
 
 
 def packaging_of(artifact: Artifact) -> Packaging:
@@ -101,6 +108,7 @@ def to_read(artifact: Artifact, *, model: str, version: int, url: DownloadUrl) -
         format=artifact.format,
         size=artifact.size,
         sha256=artifact.sha256,
+        crc32=crc32_of(artifact),
         created_at=artifact.created_at,
         validation=artifact.validation,
         filename=download_filename(model, version, artifact.kind, artifact.format, packaging_of(artifact)),

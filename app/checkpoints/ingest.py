@@ -58,6 +58,8 @@ class WrittenArtifact:
     sha256: str
     size: int
     validation: dict[str, Any]
+    # The download's CRC-32 (``X-Weightvault-Crc32``): what clients check instead of re-hashing sha256.
+    crc32: int | None = None
     storage: str = "file"
     recipe_sha256: str | None = None
     tensors: tuple[str, ...] = ()
@@ -150,6 +152,7 @@ def ingest_checkpoint(
                 path=hf.recipe_path,
                 sha256=hf.recipe.sha256,
                 size=hf.recipe.size,
+                crc32=hf.recipe.crc32,
                 validation=hf.validation,
                 storage="recipe",
                 recipe_sha256=hf.recipe_sha256,

@@ -109,6 +109,7 @@ def store_artifacts(
                 path=recipe_path,
                 sha256=recipe.sha256,
                 size=recipe.size,
+                crc32=recipe.crc32,
                 validation=validation,
                 storage="recipe",
                 recipe_sha256=hashlib.sha256(encoded).hexdigest(),

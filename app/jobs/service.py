@@ -105,6 +105,8 @@ def submit_onnx(
             session=session,
             version=version,
             sha256=produced.sha256,
+            # Snapshots from before CRCs were recorded have none: the artifact is then served without one.
+            crc32=None if produced.crc32 is None else int(produced.crc32, 16),
             size=produced.size,
             packaging=produced.packaging,
             validation={**(cached.report or {}), "cached_from_job": cached.id},
@@ -289,6 +291,7 @@ def finish_success(
     worker_id: str,
     staged_file: Any,
     sha256: str,
+    crc32: int,
     packaging: Packaging,
     report: dict[str, Any],
 ) -> bool:
@@ -307,6 +310,7 @@ def finish_success(
             session=session,
             version=version,
             sha256=sha256,
+            crc32=crc32,
             size=blob.size,
             packaging=packaging,
             validation=report,
@@ -332,6 +336,7 @@ def _upsert_onnx_artifact(
     session: Session,
     version: Version,
     sha256: str,
+    crc32: int | None,
     size: int,
     packaging: Packaging,
     validation: dict[str, Any],
@@ -348,13 +353,14 @@ def _upsert_onnx_artifact(
             kind="onnx",
             format="onnx",
             sha256=sha256,
+            crc32=crc32,
             size=size,
             packaging=packaging,
             validation=checked,
         )
         session.add(artifact)
     else:
-        artifact.sha256, artifact.size, artifact.packaging = sha256, size, packaging
+        artifact.sha256, artifact.crc32, artifact.size, artifact.packaging = sha256, crc32, size, packaging
         artifact.validation, artifact.created_at = checked, utcnow()
     session.flush()
     return artifact

@@ -30,7 +30,7 @@ from app.onnx.export import ConversionFailed, ExportResult, describe_export_erro
 from app.onnx.options import OnnxOptions
 from app.ops.logs import job_id_var
 from app.runtime import Runtime
-from app.storage.blobstore import sha256_file
+from app.storage.blobstore import sha256_and_crc32_file
 from app.versions.models import Version
 
 log = logging.getLogger("weightvault.worker")
@@ -185,6 +185,7 @@ class Worker:
                     f"The conversion failed unexpectedly: {describe_export_error(exc)}",
                 )
                 return
+            sha256, crc32 = sha256_and_crc32_file(result.path)
             with self.runtime.sessions() as session:
                 recorded = service.finish_success(
                     session=session,
@@ -192,7 +193,8 @@ class Worker:
                     job_id=claimed.id,
                     worker_id=self.worker_id,
                     staged_file=result.path,
-                    sha256=sha256_file(result.path),
+                    sha256=sha256,
+                    crc32=crc32,
                     packaging="zip" if result.packaging == "zip" else "file",
                     report=result.report,
                 )

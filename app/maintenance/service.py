@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from app.artifacts import stored
 from app.artifacts.models import Artifact, ArtifactTensor
 from app.models.models import RegisteredModel
-from app.storage.blobstore import BlobStore, sha256_file
+from app.storage.blobstore import BlobStore, sha256_and_crc32_file
 from app.storage.composed import Recipe, RecipeError
 from app.storage.composed import verify as composition_problems
 from app.versions.models import Version
@@ -42,6 +42,7 @@ def fsck(*, session: Session, store: BlobStore, rehash: bool = True) -> FsckRepo
         select(
             Artifact.id,
             Artifact.sha256,
+            Artifact.crc32,
             Artifact.size,
             Artifact.kind,
             Artifact.format,
@@ -58,7 +59,8 @@ def fsck(*, session: Session, store: BlobStore, rehash: bool = True) -> FsckRepo
         tensor_rows.setdefault(artifact_id, set()).add(tensor)
     referenced: dict[str, list[str]] = {}
     verified: dict[str, list[str]] = {}  # each distinct recipe composed (and hashed) once
-    for artifact_id, sha256, size, kind, fmt, storage, recipe_sha256, number, model in rows:
+    file_crcs: dict[str, list[tuple[int, str]]] = {}  # what clients are told each whole-file blob's CRC is
+    for artifact_id, sha256, crc32, size, kind, fmt, storage, recipe_sha256, number, model in rows:
         report.checked_rows += 1
         where = f"{model} v{number} {kind}/{fmt}"
         if storage == stored.RECIPE and recipe_sha256 is not None:
@@ -72,6 +74,7 @@ def fsck(*, session: Session, store: BlobStore, rehash: bool = True) -> FsckRepo
                     recipe_sha256=recipe_sha256,
                     size=size,
                     sha256=sha256,
+                    crc32=crc32,
                     tensors=tensor_rows.get(artifact_id, set()),
                     rehash=rehash,
                     verified=verified,
@@ -82,6 +85,8 @@ def fsck(*, session: Session, store: BlobStore, rehash: bool = True) -> FsckRepo
             report.problems.append(f"unknown storage: {where} is stored as {storage!r}")
             continue
         referenced.setdefault(sha256, []).append(where)
+        if crc32 is not None:
+            file_crcs.setdefault(sha256, []).append((crc32, where))
         path = store.path_for(sha256)
         if not path.is_file():
             report.problems.append(f"missing file: {where} needs blob {sha256}, which is not on disk")
@@ -94,11 +99,17 @@ def fsck(*, session: Session, store: BlobStore, rehash: bool = True) -> FsckRepo
         try:
             size = path.stat().st_size
             # Unreferenced blobs are hashed too: an upload of the same content would claim the file as is.
-            corrupt = rehash and sha256_file(path) != name
+            digest, crc = sha256_and_crc32_file(path) if rehash else (name, None)
         except FileNotFoundError:
             continue  # a concurrent gc removed it since the listing
-        if corrupt:
+        if digest != name:
             report.problems.append(f"corrupt blob: {path} does not hash to its name")
+        elif crc is not None:
+            for recorded, where in file_crcs.get(name, []):
+                if recorded != crc:
+                    report.problems.append(
+                        f"crc32 mismatch: {where} records CRC-32 {recorded:08x}, blob {name} has {crc:08x}"
+                    )
         if name not in referenced:
             report.unreferenced_blobs.append(path)
             report.unreferenced_bytes += size
@@ -114,6 +125,7 @@ def _check_recipe(
     recipe_sha256: str,
     size: int,
     sha256: str,
+    crc32: int | None,
     tensors: set[str],
     rehash: bool,
     verified: dict[str, list[str]],
@@ -132,6 +144,12 @@ def _check_recipe(
         problems.append(
             f"recipe mismatch: {where} records {size} bytes sha256 {sha256}; its recipe composes "
             f"{recipe.size} bytes sha256 {recipe.sha256}"
+        )
+    # The recipe's own CRC is checked against the composed bytes below (``verify``).
+    if crc32 is not None and recipe.crc32 != crc32:
+        problems.append(
+            f"crc32 mismatch: {where} records CRC-32 {crc32:08x}; its recipe composes "
+            f"{'no CRC' if recipe.crc32 is None else f'{recipe.crc32:08x}'}"
         )
     if recipe.blob_shas() != tensors:
         missing, extra = sorted(recipe.blob_shas() - tensors), sorted(tensors - recipe.blob_shas())

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from app.storage.crc32 import crc32
+
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 HASH_CHUNK = 4 * 1024 * 1024
 
@@ -44,6 +46,16 @@ def sha256_file(path: Path) -> str:
         while chunk := handle.read(HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def sha256_and_crc32_file(path: Path) -> tuple[str, int]:
+    """A file's sha256 and CRC-32, read once (a whole-file artifact's ETag and X-Weightvault-Crc32)."""
+    digest, crc = hashlib.sha256(), 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(HASH_CHUNK):
+            digest.update(chunk)
+            crc = crc32(chunk, crc)
+    return digest.hexdigest(), crc
 
 
 def owner_is_alive(folder: Path) -> bool:

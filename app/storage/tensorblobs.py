@@ -19,7 +19,6 @@ import hashlib
 import os
 import re
 import uuid
-import zlib
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from pathlib import Path
 import torch
 
 from app.storage.blobstore import BlobStore, fsync_dir
+from app.storage.crc32 import crc32
 
 HASH_CHUNK = 4 * 1024 * 1024
 # Fits a core's L2 cache, so sha256 and CRC32 read it from there.
@@ -65,7 +65,7 @@ def describe(data: memoryview) -> TensorBlob:
         chunk = buffer[: min(DESCRIBE_CHUNK, len(data) - offset)]
         chunk[:] = data[offset : offset + len(chunk)]
         digest.update(chunk)
-        crc = zlib.crc32(chunk, crc)
+        crc = crc32(chunk, crc)
     return TensorBlob(sha256=digest.hexdigest(), size=len(data), crc32=crc, head=bytes(data[:8]))
 
 
@@ -77,7 +77,7 @@ def describe_file(path: Path) -> TensorBlob:
             if not head:
                 head = chunk[:8]
             digest.update(chunk)
-            crc = zlib.crc32(chunk, crc)
+            crc = crc32(chunk, crc)
     return TensorBlob(sha256=digest.hexdigest(), size=path.stat().st_size, crc32=crc, head=head)
 
 

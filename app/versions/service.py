@@ -38,6 +38,7 @@ from app.errors import AliasInUse, ModelNotFound, VersionNotFound
 from app.models.models import Alias, RegisteredModel
 from app.models.service import model_not_found
 from app.storage.blobstore import BlobStore, StoredBlob
+from app.storage.crc32 import crc32_hex
 from app.storage.tensorblobs import TensorBlobs
 from app.versions.models import Version
 from app.versions.schemas import VersionRead, VersionUpdate
@@ -96,6 +97,7 @@ _ARTIFACT_COLUMNS = (
     _artifacts.format.label("a_format"),
     _artifacts.size.label("a_size"),
     _artifacts.sha256.label("a_sha256"),
+    _artifacts.crc32.label("a_crc32"),
     _artifacts.created_at.label("a_created_at"),
     _artifacts.validation.label("a_validation"),
     _artifacts.packaging.label("a_packaging"),
@@ -202,6 +204,7 @@ def _version_reads(
                 "format": row.a_format,
                 "size": row.a_size,
                 "sha256": row.a_sha256,
+                "crc32": None if row.a_crc32 is None else crc32_hex(row.a_crc32),
                 "created_at": row.a_created_at,
                 "validation": row.a_validation,
                 "filename": download_filename(model, number, row.a_kind, row.a_format, packaging),
@@ -308,6 +311,7 @@ def create_version(
                     format=artifact.format,
                     size=artifact.size,
                     sha256=artifact.sha256,
+                    crc32=artifact.crc32,
                     validation=artifact.validation,
                     storage=artifact.storage,
                     recipe_sha256=artifact.recipe_sha256,

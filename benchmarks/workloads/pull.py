@@ -8,7 +8,8 @@ artifact (safetensors) is fetched, per repeat and in this order, by:
   is what ``weightvault pull`` does for every download (shown for context; the target is against curl);
 - the CLI: ``weightvault pull MODEL -o FILE`` with an empty cache (``WEIGHTVAULT_CACHE`` a fresh
   folder), a fresh process timed the same way: interpreter start, imports, the request, the transfer,
-  the sha256 check, the fsync, the rename into the cache and the hard link to FILE;
+  the CRC-32 check, the fsync, the rename into the cache and the hard link to FILE;
+- the same with ``--verify sha256`` (the check before the server sent CRCs), in the same minutes;
 - ``Client.pull(..., output=FILE)`` in a child process with an empty cache, timing the call only
   (no interpreter start, no imports): the transfer path itself;
 - ``weightvault --version``: what the CLI costs before it sends anything (process start and imports).
@@ -20,6 +21,7 @@ writeback is not billed to the next. The CLI gets no terminal: no progress bar i
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -100,11 +102,15 @@ def run(ctx: Context) -> None:
                 raise RuntimeError(f"curl + sha256sum: {stdout.split()[0]}, not {weights['sha256']}")
             return seconds
 
-        def cli_once() -> float:
+        def cli_pull(*verify: str) -> float:
             cache = fresh_cache()
-            seconds, _ = _timed([str(cli), "pull", model, "-o", str(out)], client_env(cache), work)
-            if out.stat().st_size != weights["size"]:
+            command = [str(cli), "pull", model, "-o", str(out), *verify, "--json"]
+            seconds, stdout = _timed(command, client_env(cache), work)
+            pulled = json.loads(stdout)
+            if pulled["size"] != weights["size"] or out.stat().st_size != weights["size"]:
                 raise RuntimeError(f"pull wrote {out.stat().st_size} bytes, not {weights['size']}")
+            if pulled["verified_by"] != (verify[-1] if verify else "crc32"):
+                raise RuntimeError(f"pull checked the download by {pulled['verified_by']}, not as asked")
             return seconds
 
         def client_once() -> float:
@@ -116,7 +122,12 @@ def run(ctx: Context) -> None:
         steps = [
             ("curl", "curl -s -o FILE URL (fresh process)", curl_once),
             ("curl_sha256sum", "curl -s -o FILE URL && sha256sum FILE (fresh processes)", curl_checked_once),
-            ("cli", "weightvault pull -o FILE, empty cache (fresh process)", cli_once),
+            ("cli", "weightvault pull -o FILE, empty cache (fresh process)", cli_pull),
+            (
+                "cli_sha256",
+                "weightvault pull -o FILE --verify sha256, empty cache (fresh process)",
+                lambda: cli_pull("--verify", "sha256"),
+            ),
             ("client", "Client.pull(output=FILE), empty cache (the call alone)", client_once),
         ]
         for _, _, once in steps:  # warm-up: the blob into the page cache, the client's files too

@@ -1,12 +1,18 @@
 """The local download cache, keyed by sha256 (the layout of huggingface_hub's, flattened).
 
     <root>/blobs/<sha256>              verified files, read-only
+    <root>/blobs/<sha256>.origin       beside a file checked only by its server's CRC-32 (its sha256 was
+                                       not computed): that server's URL
     <root>/blobs/<sha256>.incomplete   a download in progress or interrupted (resumed with Range)
     <root>/blobs/<sha256>.lock         held while one process writes that blob
     <root>/refs/<key>.json             what a (server, model, ref, kind, format) answered last:
                                        {"sha256", "filename", "size"}; sent back as If-None-Match
 
 The root is $WEIGHTVAULT_CACHE, else $XDG_CACHE_HOME/weightvault, else ~/.cache/weightvault.
+
+Blobs are shared by every server the cache has pulled from, by their sha256. A file checked only by a
+CRC-32 (which anyone can forge) carries its sha256 on its server's word, so it answers only pulls from
+that server with the CRC check; any other pull hashes it first, and drops it if the hash is not its name.
 """
 
 from __future__ import annotations
@@ -81,13 +87,46 @@ class Cache:
     def discard_partial(self, sha256: str) -> None:
         self.partial(sha256).unlink(missing_ok=True)
 
-    def commit(self, sha256: str) -> Path:
-        """Make the verified partial download the blob."""
+    def origin_marker(self, sha256: str) -> Path:
+        return self.blobs / f"{check_sha256(sha256)}.origin"
+
+    def commit(self, sha256: str, *, crc_checked_from: str | None = None) -> Path:
+        """Make the verified partial download the blob. ``crc_checked_from``: the server whose CRC-32 was
+        the only check; recorded (durably, before the blob appears) so other servers' pulls hash it first."""
         blob = self.blob(sha256)
         partial = self.partial(sha256)
+        marker = self.origin_marker(sha256)
+        if crc_checked_from is None:
+            marker.unlink(missing_ok=True)
+        else:
+            _write_atomically(marker, crc_checked_from.encode())
         partial.chmod(0o444)
         os.replace(partial, blob)
         return blob
+
+    def usable_blob(self, sha256: str, *, origin: str, verify: str) -> bool:
+        """Whether the cached blob may answer a pull from ``origin`` that checks by ``verify``: a blob
+        whose sha256 was checked always may; one checked only by ``origin``'s CRC-32 may answer that
+        server's CRC-checked pulls. Any other is hashed now: kept (as sha256-checked) if it hashes to its
+        name, else dropped, with anything extracted from it, so the pull downloads it again."""
+        if not self.has_blob(sha256):
+            return False
+        try:
+            recorded = self.origin_marker(sha256).read_text()
+        except FileNotFoundError:
+            return True
+        if verify == "crc32" and recorded == origin:
+            return True
+        if _sha256_file(self.blob(sha256)) == sha256:
+            self.origin_marker(sha256).unlink(missing_ok=True)
+            return True
+        self.discard_blob(sha256)
+        return False
+
+    def discard_blob(self, sha256: str) -> None:
+        self.blob(sha256).unlink(missing_ok=True)
+        self.origin_marker(sha256).unlink(missing_ok=True)
+        shutil.rmtree(self.root / "extracted" / check_sha256(sha256), ignore_errors=True)
 
     @contextlib.contextmanager
     def lock(self, sha256: str) -> Iterator[None]:
@@ -133,6 +172,8 @@ class Cache:
         for blob in removed:
             with contextlib.suppress(FileNotFoundError):
                 (self.blob(blob.sha256) if blob.complete else self.partial(blob.sha256)).unlink()
+            if blob.complete:
+                self.origin_marker(blob.sha256).unlink(missing_ok=True)
         if gone and self.refs.is_dir():
             for ref in self.refs.glob("*.json"):
                 entry = self.read_ref(ref.stem)
@@ -140,6 +181,14 @@ class Cache:
                     with contextlib.suppress(FileNotFoundError):
                         ref.unlink()
         return removed
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(COPY_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from weightvault import bundles, checkpoint, resumable
 from weightvault.cache import Cache, default_cache_dir, place
+from weightvault.checksums import VERIFY_CHOICES, Verify
 from weightvault.download import Pulled, fetch
 from weightvault.errors import Conflict, ConversionFailed, NotFound, WaitTimeout
 from weightvault.folders import folder_config, unpack_hf_zip
@@ -34,6 +35,8 @@ class Client:
 
     Refs are ``"mnist"`` (latest), ``"mnist:3"``, ``"mnist:latest"`` or ``"mnist@production"``.
     Progress bars show when ``progress`` is true (default: when stderr is a terminal).
+    Downloads are checked against the server's CRC-32 (``verify="crc32"``, a few percent of a sha256's
+    CPU) or their sha256 (``verify="sha256"``, also used when the server sends no CRC).
     Errors are the typed exceptions of ``weightvault.errors``.
     """
 
@@ -46,6 +49,7 @@ class Client:
         timeout: float | None = DEFAULT_TIMEOUT,
         connect_retry: float | None = None,
         progress: bool | Reporter | None = None,
+        verify: Verify = "crc32",
     ) -> None:
         url = url or os.environ.get("WEIGHTVAULT_URL") or DEFAULT_URL
         token = token if token is not None else os.environ.get("WEIGHTVAULT_TOKEN")
@@ -53,6 +57,9 @@ class Client:
             connect_retry = float(os.environ.get("WEIGHTVAULT_CONNECT_RETRY", DEFAULT_CONNECT_RETRY))
         self.transport = Transport(url, token=token, timeout=timeout, connect_retry=connect_retry)
         self.cache = Cache(Path(cache_dir) if cache_dir is not None else default_cache_dir())
+        if verify not in VERIFY_CHOICES:
+            raise ValueError(f"verify must be one of {', '.join(VERIFY_CHOICES)}, not {verify!r}")
+        self.verify: Verify = verify
         self.reporter: Reporter = (
             auto_reporter(progress) if progress is None or isinstance(progress, bool) else progress
         )
@@ -290,6 +297,7 @@ class Client:
             cache=self.cache,
             key=key,
             reporter=self.reporter,
+            verify=self.verify,
         )
         if output is None:
             return fetched

@@ -1,21 +1,21 @@
-"""Downloads into the cache: stream to ``<sha256>.incomplete``, resume it with ``Range``, verify the sha256
-against the ETag, then rename it into place. A cached blob is revalidated with ``If-None-Match``, so a second
-pull of the same artifact transfers nothing (304).
+"""Downloads into the cache: stream to ``<sha256>.incomplete``, resume it with ``Range``, verify it against
+the server's CRC-32 (or, when asked or when the server sends none, the sha256 in the ETag; see
+``weightvault.checksums``), then rename it into place. A cached blob is revalidated with
+``If-None-Match``, so a second pull of the same artifact transfers nothing (304).
 
 The body is received in ``DOWNLOAD_CHUNK_BYTES`` units into a few reused buffers. On a plain HTTP/1.1
 ``Content-Length`` response (the server's downloads) the bytes after httpx's first chunk are read from the
 connection's socket with ``recv_into`` (httpx's own path is a 64 KiB read through h11 plus a copy per
 chunk, several times the cost of the transfer itself); anything else (TLS tunnels, HTTP/2, compressed
-or chunked bodies, test transports) goes through ``iter_bytes``. Each chunk is hashed by a second thread
-(hashlib releases the GIL on large buffers) and written by a third, so receiving, hashing and writing
-overlap; everything received is in the partial file before it is closed, so an
+or chunked bodies, test transports) goes through ``iter_bytes``. Each chunk is checked by a second
+thread (hashlib and the CRC release the GIL on large buffers) and written by a third, so receiving,
+checking and writing overlap; everything received is in the partial file before it is closed, so an
 interrupted download resumes after the last byte that arrived.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import queue
 import re
@@ -25,17 +25,15 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
 from weightvault.cache import SHA256, Cache, RefEntry
+from weightvault.checksums import Checksum, Verify, checksum_for
 from weightvault.errors import ChecksumMismatch, UnexpectedResponse
 from weightvault.progress import Reporter, Task
 from weightvault.transport import Transport, check
-
-if TYPE_CHECKING:
-    from _hashlib import HASH
 
 DOWNLOAD_CHUNK_BYTES = 1024 * 1024  # one receive, hash, write and progress update
 BUFFERS = 8  # chunks received but not yet written (the writer's backlog), reused
@@ -57,6 +55,7 @@ class Pulled:
     from_cache: bool  # no body was transferred (304, or the same bytes were cached under another ref)
     resumed_from: int  # bytes of an earlier interrupted download reused through Range
     transferred: int  # body bytes received this time
+    verified_by: str | None = None  # "crc32" or "sha256" when this pull checked a body; None from the cache
 
 
 def fetch(
@@ -67,17 +66,19 @@ def fetch(
     cache: Cache,
     key: str,
     reporter: Reporter,
+    verify: Verify = "crc32",
 ) -> Pulled:
     """Download ``path`` into the cache (or revalidate the cached copy) and return the verified blob."""
+    origin = transport.base_url
     for _ in range(ATTEMPTS):
         known = cache.read_ref(key)
         with transport.stream(
             "GET", path, params=params, headers=_conditional_headers(cache, known)
         ) as response:
             if response.status_code == 304:
-                if known is not None and cache.has_blob(known.sha256):
+                if known is not None and cache.usable_blob(known.sha256, origin=origin, verify=verify):
                     return _cached(cache, known)
-                continue  # the blob vanished after the request was sent
+                continue  # the blob vanished after the request was sent, or failed its sha256
             if response.status_code == 416 and known is not None:
                 cache.discard_partial(known.sha256)  # the partial file is not a prefix of this artifact
                 continue
@@ -85,7 +86,7 @@ def fetch(
             entry = RefEntry(_etag_sha256(response), _filename(response), _total_size(response))
             # Recorded before the body arrives, so an interrupted download is resumed next time.
             cache.write_ref(key, entry)
-            fetched = _receive(response, cache, entry, reporter)
+            fetched = _receive(response, cache, entry, reporter, verify, origin)
             if fetched is not None:
                 return fetched
     raise UnexpectedResponse(f"Downloading {path} did not settle after {ATTEMPTS} attempts.")
@@ -111,16 +112,17 @@ def _cached(cache: Cache, entry: RefEntry) -> Pulled:
     return Pulled(blob, entry.sha256, blob.stat().st_size, entry.filename, True, 0, 0)
 
 
-def _receive(response: httpx.Response, cache: Cache, entry: RefEntry, reporter: Reporter) -> Pulled | None:
+def _receive(
+    response: httpx.Response, cache: Cache, entry: RefEntry, reporter: Reporter, verify: Verify, origin: str
+) -> Pulled | None:
     """Stream the body after what the partial file holds; None when the attempt must start over."""
     sha256 = entry.sha256
-    if cache.has_blob(sha256):
-        return _cached(cache, entry)
     with cache.lock(sha256):
-        if cache.has_blob(sha256):  # another process finished it while we waited
+        # Also a blob another process finished while we waited, or one another server's pull cached.
+        if cache.usable_blob(sha256, origin=origin, verify=verify):
             return _cached(cache, entry)
         offset = 0
-        digest = hashlib.sha256()
+        digest, expected = checksum_for(response, verify=verify, sha256=sha256)
         if response.status_code == 206:
             offset = cache.partial_size(sha256)
             if _range_start(response) != offset:
@@ -138,19 +140,19 @@ def _receive(response: httpx.Response, cache: Cache, entry: RefEntry, reporter: 
             os.fsync(handle.fileno())
         size = offset + transferred
         actual = digest.hexdigest()
-        if actual != sha256 or (entry.size is not None and size != entry.size):
+        if actual != expected or (entry.size is not None and size != entry.size):
             cache.discard_partial(sha256)
             raise ChecksumMismatch(
-                f"The downloaded file ({size} bytes) has sha256 {actual}, not the server's {sha256}; "
+                f"The downloaded file ({size} bytes) has {digest.name} {actual}, not the server's {expected}; "
                 "it was discarded, try again.",
-                expected=sha256,
+                expected=expected,
                 actual=actual,
             )
-        blob = cache.commit(sha256)
-    return Pulled(blob, sha256, size, entry.filename, False, offset, transferred)
+        blob = cache.commit(sha256, crc_checked_from=origin if digest.name == "crc32" else None)
+    return Pulled(blob, sha256, size, entry.filename, False, offset, transferred, digest.name)
 
 
-def _write_body(response: httpx.Response, handle: Any, digest: HASH, task: Task) -> int:
+def _write_body(response: httpx.Response, handle: Any, digest: Checksum, task: Task) -> int:
     """Receive the body into ``handle`` (unbuffered) and ``digest``; the number of bytes received.
 
     Whatever happens, every chunk received (and reported to ``task``) is written before this returns.
@@ -300,9 +302,9 @@ class _InOrder:
 
 
 class _Hasher(_InOrder):
-    """Feeds chunks to ``digest`` (hashlib releases the GIL)."""
+    """Feeds chunks to ``digest`` (hashlib and the CRC release the GIL)."""
 
-    def __init__(self, digest: HASH) -> None:
+    def __init__(self, digest: Checksum) -> None:
         self._digest = digest
         super().__init__("weightvault-download-hash")
 
@@ -366,7 +368,7 @@ class _Countdown:
             self._release()
 
 
-def _hash_prefix(path: Path, length: int, digest: HASH) -> None:
+def _hash_prefix(path: Path, length: int, digest: Checksum) -> None:
     with path.open("rb") as handle:
         remaining = length
         while remaining:

@@ -44,7 +44,7 @@ class UnexpectedResponse(WeightvaultError):
 
 
 class ChecksumMismatch(WeightvaultError):
-    """The downloaded bytes do not hash to the sha256 the server announced."""
+    """The downloaded bytes do not match the checksum the server announced (its CRC-32, or the sha256)."""
 
     def __init__(self, message: str, *, expected: str, actual: str) -> None:
         super().__init__(message)

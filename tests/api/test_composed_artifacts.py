@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,8 @@ def test_a_recipe_is_served_as_the_file_it_composes(
         assert response.headers["etag"] == f'"{hashlib.sha256(whole).hexdigest()}"'
         assert response.headers["content-length"] == str(len(whole))
         assert response.headers["accept-ranges"] == "bytes"
-    etag = response.headers["etag"]
+        assert response.headers["x-weightvault-crc32"] == f"{zlib.crc32(whole):08x}"
+    etag, crc = response.headers["etag"], response.headers["x-weightvault-crc32"]
     size = len(whole)
     for header, expected, content_range in [
         ("bytes=10-19", whole[10:20], f"bytes 10-19/{size}"),
@@ -121,6 +123,7 @@ def test_a_recipe_is_served_as_the_file_it_composes(
         assert partial.content == expected, header
         assert partial.headers["content-range"] == content_range
         assert partial.headers["content-length"] == str(len(expected))
+        assert partial.headers["x-weightvault-crc32"] == crc  # the whole file's, as the ETag is
     multi = client.get(url, params=params, headers={"Range": "bytes=0-3,-5"})
     assert multi.status_code == 206
     assert multi.headers["content-type"].startswith("multipart/byteranges; boundary=")
@@ -130,10 +133,12 @@ def test_a_recipe_is_served_as_the_file_it_composes(
     head = client.head(url, params=params)
     assert head.status_code == 200 and head.content == b""
     assert head.headers["content-length"] == str(size) and head.headers["etag"] == etag
+    assert head.headers["x-weightvault-crc32"] == crc
     head_range = client.head(url, params=params, headers={"Range": "bytes=5-9"})
     assert head_range.status_code == 206 and head_range.headers["content-length"] == "5"
     cached = client.get(url, params=params, headers={"If-None-Match": etag})
     assert cached.status_code == 304 and cached.content == b""
+    assert cached.headers["x-weightvault-crc32"] == crc
     beyond = client.get(url, params=params, headers={"Range": f"bytes={size + 10}-"})
     assert beyond.status_code == 416 and beyond.json()["error"]["code"] == "range_not_satisfiable"
     assert beyond.headers["content-range"] == f"bytes */{size}"
@@ -191,6 +196,26 @@ def test_fsck_rehashes_tensor_blobs_and_checks_each_composition(
     assert client.get(URL.format(ref=1, kind="weights")).status_code == 200
 
 
+@pytest.mark.parametrize("storage", ["recipe", "file"])
+def test_fsck_reports_a_recorded_crc32_that_is_not_the_downloads(
+    client: TestClient, composed: dict[str, bytes], storage: str
+) -> None:
+    """Clients check downloads against the row's CRC-32: a wrong one would fail every pull, so fsck says so."""
+    runtime = _runtime(client)
+    if storage == "file":
+        store_as_whole_files(client)
+    with runtime.sessions() as session:
+        assert fsck(session=session, store=runtime.store).clean
+        artifact = session.scalars(select(Artifact).where(Artifact.kind == "full")).one()
+        assert artifact.storage == storage and artifact.crc32 == zlib.crc32(composed["full.pt"])
+        artifact.crc32 ^= 1
+        session.commit()
+        problems = fsck(session=session, store=runtime.store).problems
+    assert len(problems) == 1 and problems[0].startswith("crc32 mismatch: demo v1 full/pt records CRC-32")
+    served = client.get(URL.format(ref=1, kind="full"))
+    assert served.headers["x-weightvault-crc32"] != f"{zlib.crc32(served.content):08x}"
+
+
 def test_deleting_versions_and_gc_free_exactly_the_tensors_no_recipe_reads(
     client: TestClient, tmp_path: Path, composed: dict[str, bytes]
 ) -> None:
@@ -241,6 +266,11 @@ def test_a_data_dir_written_before_recipes_is_served_as_it_was(
         runtime = _runtime(client)
         for kind, fmt in FORMATS:
             assert _bytes(client, 1, kind, fmt) == files[f"{kind}.{fmt}"]
+        # No CRC was recorded then: none is announced (clients check the sha256 instead).
+        old = client.get(URL.format(ref=1, kind="full"))
+        assert old.status_code == 200 and "x-weightvault-crc32" not in old.headers
+        listed = client.get("/v1/models/demo/versions/1").json()["artifacts"]
+        assert [a["crc32"] for a in listed] == [None, None, None]
         ranged = client.get(URL.format(ref=1, kind="full"), headers={"Range": "bytes=-9"})
         assert ranged.status_code == 206 and ranged.content == files["full.pt"][-9:]
         _push(client, tmp_path, "new.pt", scale=3.0)

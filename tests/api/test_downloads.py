@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import zlib
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,7 @@ def test_body_and_headers_match_the_recorded_artifact(
     )  # type: ignore[attr-defined,index]
     assert hashlib.sha256(response.content).hexdigest() == record["sha256"]
     assert response.headers["etag"] == f'"{record["sha256"]}"'
+    assert response.headers["x-weightvault-crc32"] == record["crc32"] == f"{zlib.crc32(response.content):08x}"
     assert int(response.headers["content-length"]) == record["size"] == len(response.content)
     assert response.headers["accept-ranges"] == "bytes"
     assert response.headers["content-disposition"] == f'attachment; filename="{filename}"'

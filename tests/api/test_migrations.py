@@ -31,7 +31,7 @@ def _insert(conn: Any, table: Table, **values: Any) -> int:
     return int(conn.execute(table.insert().values(**row, **values).returning(table.c.id)).scalar_one())
 
 
-@pytest.mark.parametrize("start", ["0003", "0009"])
+@pytest.mark.parametrize("start", ["0003", "0009", "0012"])
 def test_upgrading_keeps_versions_artifacts_and_aliases(database_url: str, start: str) -> None:
     upgrade(database_url, start)
     engine = create_engine(database_url)
@@ -56,6 +56,8 @@ def test_upgrading_keeps_versions_artifacts_and_aliases(database_url: str, start
             before = conn.scalar(text("SELECT revision FROM models"))
             conn.execute(text("UPDATE versions SET description = 'edited'"))
             assert conn.scalar(text("SELECT revision FROM models")) == before + 1
+            # Artifacts stored before migration 0013 have no CRC-32: downloads announce none.
+            assert conn.scalar(text("SELECT crc32 FROM artifacts")) is None
     finally:
         engine.dispose()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -72,6 +73,8 @@ def test_each_architecture_converts_and_runs_at_any_batch_size(
     download = client.get("/v1/models/m/versions/1/artifacts/onnx")
     assert download.status_code == 200
     assert download.headers["content-disposition"] == 'attachment; filename="m-v1.onnx"'
+    crc = f"{zlib.crc32(download.content):08x}"
+    assert download.headers["x-weightvault-crc32"] == crc == done["artifact"]["crc32"]
     proto = onnx.load_model_from_string(download.content)  # one self-contained file
     assert not any(init.data_location == onnx.TensorProto.EXTERNAL for init in proto.graph.initializer)
     session = onnxruntime.InferenceSession(download.content, providers=["CPUExecutionProvider"])
@@ -119,8 +122,14 @@ def test_identical_weights_reuse_a_finished_conversion(
         cached.json()["status"] == "succeeded" and cached.json()["report"]["cached_from_job"] == first["id"]
     )
     assert run_jobs() == 0
-    one = client.get("/v1/models/demo/versions/1/artifacts/onnx").content
-    assert client.get("/v1/models/demo/versions/2/artifacts/onnx").content == one
+    one = client.get("/v1/models/demo/versions/1/artifacts/onnx")
+    two = client.get("/v1/models/demo/versions/2/artifacts/onnx")
+    assert two.content == one.content
+    assert (
+        two.headers["x-weightvault-crc32"]
+        == one.headers["x-weightvault-crc32"]
+        == cached.json()["artifact"]["crc32"]
+    )
 
 
 @pytest.mark.parametrize(

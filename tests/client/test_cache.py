@@ -1,5 +1,5 @@
 """The download cache against an in-process fake of the artifact endpoint (httpx.MockTransport):
-revalidation with If-None-Match, resume with Range/If-Range, sha256 verification, placement."""
+revalidation with If-None-Match, resume with Range/If-Range, CRC-32 and sha256 verification, placement."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import hashlib
 import os
 import re
 import stat
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 
 from weightvault import ChecksumMismatch, Client
 from weightvault.cache import Cache, RefEntry, default_cache_dir, place
+from weightvault.checksums import Verify
 from weightvault.errors import BadRequest, NotFound
 
 PATH = "/v1/models/demo/versions/latest/artifacts/weights"
@@ -27,6 +29,8 @@ class FakeArtifacts:
     content: bytes
     sha256: str = ""
     corrupt: bool = False
+    # What X-Weightvault-Crc32 announces ("" sends none), as the server does for artifacts that have one.
+    crc32: str = ""
     requests: list[httpx.Request] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -40,6 +44,8 @@ class FakeArtifacts:
             )
         etag = f'"{self.sha256}"'
         headers = {"ETag": etag, "Content-Disposition": 'attachment; filename="demo-v1-weights.safetensors"'}
+        if self.crc32:
+            headers["X-Weightvault-Crc32"] = self.crc32
         if request.headers.get("if-none-match") == etag:
             return httpx.Response(304, headers=headers)
         body = bytes(b ^ 1 for b in self.content) if self.corrupt else self.content
@@ -154,6 +160,123 @@ def test_bytes_that_do_not_hash_to_the_etag_are_refused_and_nothing_is_placed(
     assert wv.pull("demo", output=dest).path.read_bytes() == fake.content
 
 
+def _crc32(data: bytes) -> str:
+    return f"{zlib.crc32(data):08x}"
+
+
+def test_a_download_with_a_crc32_is_checked_by_it(wv: Client, fake: FakeArtifacts, tmp_path: Path) -> None:
+    fake.crc32 = _crc32(fake.content)
+    pulled = wv.pull("demo", output=tmp_path / "w.safetensors")
+    assert pulled.verified_by == "crc32"
+    assert pulled.path.read_bytes() == fake.content
+
+    # Without a CRC (an artifact stored before the server recorded one) the sha256 is checked.
+    fake.crc32 = ""
+    again = Client(wv.url, cache_dir=tmp_path / "other-cache", progress=False, connect_retry=0)
+    again.transport.http = wv.transport.http
+    assert again.pull("demo").verified_by == "sha256"
+
+
+def test_a_corrupt_body_fails_its_crc32_and_nothing_is_placed(
+    wv: Client, fake: FakeArtifacts, tmp_path: Path
+) -> None:
+    fake.crc32, fake.corrupt = _crc32(fake.content), True
+    dest = tmp_path / "out.safetensors"
+    with pytest.raises(ChecksumMismatch) as caught:
+        wv.pull("demo", output=dest)
+    assert caught.value.expected == fake.crc32
+    assert caught.value.actual == _crc32(bytes(b ^ 1 for b in fake.content))
+    assert "crc32" in str(caught.value) and "discarded" in str(caught.value)
+    assert not dest.exists()
+    assert _blob_files(wv) == [f"{fake.sha256}.lock"]
+
+
+def test_a_resumed_download_is_checked_by_crc32_over_the_kept_part_and_the_rest(
+    wv: Client, fake: FakeArtifacts, tmp_path: Path
+) -> None:
+    fake.crc32 = _crc32(fake.content)
+    half = len(fake.content) // 3
+    wv.cache.blobs.mkdir(parents=True)
+    key = Cache.key(wv.url, "demo", "latest", "weights", "safetensors")
+    wv.cache.write_ref(key, RefEntry(fake.sha256, "demo-v1-weights.safetensors", len(fake.content)))
+
+    # A kept part that is not the file's prefix: only the whole file's CRC can tell.
+    wv.cache.partial(fake.sha256).write_bytes(bytes(b ^ 1 for b in fake.content[:half]))
+    with pytest.raises(ChecksumMismatch):
+        wv.pull("demo")
+
+    wv.cache.partial(fake.sha256).write_bytes(fake.content[:half])
+    wv.cache.write_ref(key, RefEntry(fake.sha256, "demo-v1-weights.safetensors", len(fake.content)))
+    pulled = wv.pull("demo", output=tmp_path / "w.safetensors")
+    assert (pulled.resumed_from, pulled.verified_by) == (half, "crc32")
+    assert pulled.path.read_bytes() == fake.content
+
+
+def test_verify_sha256_checks_the_sha256_whatever_crc_the_server_sends(
+    fake: FakeArtifacts, tmp_path: Path
+) -> None:
+    fake.crc32 = "00000000"  # wrong on purpose: only a client that checks the CRC would refuse the file
+    client = Client(
+        "http://weightvault.test", cache_dir=tmp_path / "c", progress=False, connect_retry=0, verify="sha256"
+    )
+    client.transport.http = httpx.Client(
+        base_url="http://weightvault.test", transport=httpx.MockTransport(fake.handler)
+    )
+    pulled = client.pull("demo")
+    assert (pulled.verified_by, pulled.path.read_bytes()) == ("sha256", fake.content)
+
+    crc_client = Client("http://weightvault.test", cache_dir=tmp_path / "d", progress=False, connect_retry=0)
+    crc_client.transport.http = client.transport.http
+    with pytest.raises(ChecksumMismatch) as caught:
+        crc_client.pull("demo")
+    assert caught.value.expected == "00000000"
+
+
+def _client_of(fake: FakeArtifacts, url: str, cache: Path, verify: Verify = "crc32") -> Client:
+    client = Client(url, cache_dir=cache, progress=False, connect_retry=0, verify=verify)
+    client.transport.http = httpx.Client(base_url=url, transport=httpx.MockTransport(fake.handler))
+    return client
+
+
+def test_a_blob_only_crc_checked_answers_no_other_server_without_its_sha256(tmp_path: Path) -> None:
+    """A hostile server can pair any bytes with a CRC that matches them and another artifact's sha256. What
+    it sends is cached under that sha256 on its word, so it must not answer pulls from anyone else."""
+    real = os.urandom(200_000)
+    forged = os.urandom(200_000)
+    hostile = FakeArtifacts(forged, sha256=hashlib.sha256(real).hexdigest(), crc32=_crc32(forged))
+    honest = FakeArtifacts(real, crc32=_crc32(real))
+    cache = tmp_path / "cache"
+
+    planted = _client_of(hostile, "http://hostile.test", cache).pull("demo")
+    assert planted.verified_by == "crc32" and planted.path.read_bytes() == forged
+    assert _client_of(hostile, "http://hostile.test", cache).pull("demo").from_cache  # its own word, again
+    (cache / "extracted" / honest.sha256).mkdir(parents=True)  # as if an ONNX bundle had been unpacked
+
+    pulled = _client_of(honest, "http://honest.test", cache).pull("demo", output=tmp_path / "w")
+    assert pulled.path.read_bytes() == real and not pulled.from_cache
+    assert not (cache / "extracted" / honest.sha256).exists()
+    # Cached again, now from the server whose CRC checked it; a sha256-checking pull hashes it and keeps it.
+    assert _client_of(honest, "http://honest.test", cache).pull("demo").from_cache
+    strict = _client_of(honest, "http://honest.test", cache, verify="sha256").pull("demo")
+    assert strict.from_cache and strict.path.read_bytes() == real
+    assert not (cache / "blobs" / f"{honest.sha256}.origin").exists()  # hashed: any server may use it now
+
+
+def test_a_sha256_checking_pull_does_not_trust_a_forged_blob_from_the_same_server(tmp_path: Path) -> None:
+    real, forged = os.urandom(50_000), os.urandom(50_000)
+    fake = FakeArtifacts(forged, sha256=hashlib.sha256(real).hexdigest(), crc32=_crc32(forged))
+    cache = tmp_path / "cache"
+    _client_of(fake, "http://one.test", cache).pull("demo")
+    with pytest.raises(ChecksumMismatch):  # the cached copy fails its sha256, the fresh one too
+        _client_of(fake, "http://one.test", cache, verify="sha256").pull("demo")
+    assert _blob_files(Client("http://one.test", cache_dir=cache)) == [f"{fake.sha256}.lock"]
+
+
+def test_an_unknown_verify_choice_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="crc32, sha256"):
+        Client("http://weightvault.test", cache_dir=tmp_path / "c", verify="md5")  # type: ignore[arg-type]
+
+
 def test_errors_are_typed_and_carry_the_servers_code_and_message(wv: Client) -> None:
     with pytest.raises(NotFound) as caught:
         wv.pull("other:2")
@@ -238,7 +361,7 @@ def test_a_hashing_failure_ends_the_pull_with_its_error_and_places_nothing(
         def hexdigest(self) -> str:
             return self.inner.hexdigest()
 
-    monkeypatch.setattr("weightvault.download.hashlib.sha256", Failing)
+    monkeypatch.setattr("weightvault.checksums.hashlib.sha256", Failing)
     with pytest.raises(RuntimeError, match="hash failed"):
         client.pull("demo", output=tmp_path / "out")
     assert not (tmp_path / "out").exists()

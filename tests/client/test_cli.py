@@ -92,14 +92,23 @@ def test_push_ls_show_alias_and_pull(run: Any, name: str, tmp_path: Path) -> Non
     first = _json(run("pull", f"{name}@latest", "-o", str(tmp_path / "w.safetensors"), "--json"))
     second = _json(run("pull", f"{name}@latest", "-o", str(tmp_path / "w2.safetensors"), "--json"))
     assert not first["from_cache"] and second["from_cache"] and second["transferred"] == 0
+    assert (first["verified_by"], second["verified_by"]) == (
+        "crc32",
+        None,
+    )  # the server's CRC, then the cache
     assert (tmp_path / "w.safetensors").read_bytes() == (tmp_path / "w2.safetensors").read_bytes()
     (tmp_path / "out").mkdir()
     full = run("pull", f"{name}:1", "--kind", "full", "-o", str(tmp_path / "out"))
     assert full.exit_code == 0 and "downloaded" in full.stdout
     loaded = torch.load(tmp_path / "out" / f"{name}-v1-full.pt", weights_only=True)
     assert loaded["epoch"] == 4
-    pt = run("pull", f"{name}:1", "--format", "pt", "-o", str(tmp_path / "out"))
-    assert pt.exit_code == 0 and (tmp_path / "out" / f"{name}-v1-weights.pt").is_file()
+    pt = _json(
+        run(
+            "pull", f"{name}:1", "--format", "pt", "--verify", "sha256", "-o", str(tmp_path / "out"), "--json"
+        )
+    )
+    assert pt["verified_by"] == "sha256" and (tmp_path / "out" / f"{name}-v1-weights.pt").is_file()
+    assert run("pull", name, "--verify", "md5").exit_code == 2
 
     no_onnx = run("pull", f"{name}:1", "--kind", "onnx", "--json")
     assert no_onnx.exit_code == 1 and json.loads(no_onnx.stdout)["error"]["code"] == "artifact_not_found"

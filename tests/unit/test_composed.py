@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -9,6 +10,7 @@ import os
 import random
 import tracemalloc
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -149,12 +151,24 @@ def test_recipes_round_trip_through_compact_json(small: tuple[Recipe, bytes]) ->
     assert len(encoded) < 2 * recipe.literal_bytes + 100 * len(recipe.pieces)
 
 
+def test_a_recipe_knows_the_crc32_of_the_file_it_composes(small: tuple[Recipe, bytes]) -> None:
+    recipe, whole = small
+    assert recipe.crc32 == zlib.crc32(whole)
+    assert Recipe.from_json(recipe.to_json()).crc32 == zlib.crc32(whole)
+    # Recipes written before CRCs were recorded have none, and still read.
+    document = json.loads(recipe.to_json())
+    del document["crc32"]
+    assert Recipe.from_json(json.dumps(document).encode()).crc32 is None
+
+
 @pytest.mark.parametrize(
     "mangle",
     [
         lambda doc: doc.update(format="other/1"),
         lambda doc: doc.update(size=doc["size"] + 1),
         lambda doc: doc.update(sha256="xyz"),
+        lambda doc: doc.update(crc32=2**32),
+        lambda doc: doc.update(crc32="1234abcd"),
         lambda doc: doc["pieces"].append(["t", "00" * 32, -1, 4]),
         lambda doc: doc["pieces"].append(["t", "../../etc/passwd", 0, 0]),
         lambda doc: doc["pieces"].append(["b", "not base64!"]),
@@ -244,6 +258,13 @@ def test_verify_names_missing_short_and_altered_blobs(
         f"the composed bytes hash to {_sha_of(recipe, blobs)}, not {recipe.sha256}"
     ]
     assert verify(recipe, blobs, rehash=False) == []
+    data[0] ^= 1
+    altered.write_bytes(bytes(data))
+    # The right bytes, the wrong recorded CRC: what fsck says when the CRC clients check is not the file's.
+    wrong_crc = dataclasses.replace(recipe, crc32=(recipe.crc32 or 0) ^ 1)
+    assert verify(wrong_crc, blobs) == [
+        f"the composed bytes have CRC-32 {recipe.crc32:08x}, not {wrong_crc.crc32:08x}"
+    ]
     short.write_bytes(short.read_bytes()[:-1])
     missing.unlink()
     problems = verify(recipe, blobs)
