@@ -12,7 +12,10 @@ The root is $WEIGHTVAULT_CACHE, else $XDG_CACHE_HOME/weightvault, else ~/.cache/
 
 Blobs are shared by every server the cache has pulled from, by their sha256. A file checked only by a
 CRC-32 (which anyone can forge) carries its sha256 on its server's word, so it answers only pulls from
-that server with the CRC check; any other pull hashes it first, and drops it if the hash is not its name.
+that server with the CRC check; any other pull hashes it first, and drops it (with anything unpacked
+from it) if the hash is not its name. Every change to a blob, its marker or what was unpacked from it
+happens under the blob's lock (no lock on Windows, which has no flock: there two processes racing on one
+blob may leave a CRC-checked file without its marker).
 """
 
 from __future__ import annotations
@@ -91,24 +94,32 @@ class Cache:
         return self.blobs / f"{check_sha256(sha256)}.origin"
 
     def commit(self, sha256: str, *, crc_checked_from: str | None = None) -> Path:
-        """Make the verified partial download the blob. ``crc_checked_from``: the server whose CRC-32 was
-        the only check; recorded (durably, before the blob appears) so other servers' pulls hash it first."""
+        """Make the verified partial download the blob (with its lock held). ``crc_checked_from``: the
+        server whose CRC-32 was the only check; recorded on disk before the blob appears, so other
+        servers' pulls hash it first."""
         blob = self.blob(sha256)
         partial = self.partial(sha256)
         marker = self.origin_marker(sha256)
         if crc_checked_from is None:
             marker.unlink(missing_ok=True)
         else:
-            _write_atomically(marker, crc_checked_from.encode())
+            _write_atomically(marker, crc_checked_from.encode(), durable=True)
+        # Anything unpacked from an earlier file of this name (pruned since) is not this file's.
+        shutil.rmtree(self.extracted(sha256), ignore_errors=True)
         partial.chmod(0o444)
         os.replace(partial, blob)
         return blob
 
+    def extracted(self, sha256: str) -> Path:
+        """Where an ONNX bundle blob is unpacked (``weightvault.bundles``)."""
+        return self.root / "extracted" / check_sha256(sha256)
+
     def usable_blob(self, sha256: str, *, origin: str, verify: str) -> bool:
-        """Whether the cached blob may answer a pull from ``origin`` that checks by ``verify``: a blob
-        whose sha256 was checked always may; one checked only by ``origin``'s CRC-32 may answer that
-        server's CRC-checked pulls. Any other is hashed now: kept (as sha256-checked) if it hashes to its
-        name, else dropped, with anything extracted from it, so the pull downloads it again."""
+        """Whether the cached blob may answer a pull from ``origin`` that checks by ``verify`` (call with
+        the blob's lock held): a blob whose sha256 was checked always may; one checked only by
+        ``origin``'s CRC-32 may answer that server's CRC-checked pulls. Any other is hashed now: kept (as
+        sha256-checked) if it hashes to its name, else dropped, with anything unpacked from it, so the
+        pull downloads it again."""
         if not self.has_blob(sha256):
             return False
         try:
@@ -124,9 +135,11 @@ class Cache:
         return False
 
     def discard_blob(self, sha256: str) -> None:
-        self.blob(sha256).unlink(missing_ok=True)
+        """Remove a blob, its marker and what was unpacked from it (with its lock held)."""
+        with contextlib.suppress(FileNotFoundError):
+            _unlink_read_only(self.blob(sha256))
         self.origin_marker(sha256).unlink(missing_ok=True)
-        shutil.rmtree(self.root / "extracted" / check_sha256(sha256), ignore_errors=True)
+        shutil.rmtree(self.extracted(sha256), ignore_errors=True)
 
     @contextlib.contextmanager
     def lock(self, sha256: str) -> Iterator[None]:
@@ -170,10 +183,12 @@ class Cache:
         removed = [blob for blob in self.entries() if blob.used <= cutoff]
         gone = {blob.sha256 for blob in removed if blob.complete}
         for blob in removed:
-            with contextlib.suppress(FileNotFoundError):
-                (self.blob(blob.sha256) if blob.complete else self.partial(blob.sha256)).unlink()
             if blob.complete:
-                self.origin_marker(blob.sha256).unlink(missing_ok=True)
+                with self.lock(blob.sha256):
+                    self.discard_blob(blob.sha256)
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                self.partial(blob.sha256).unlink()
         if gone and self.refs.is_dir():
             for ref in self.refs.glob("*.json"):
                 entry = self.read_ref(ref.stem)
@@ -191,15 +206,32 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def _write_atomically(path: Path, data: bytes, *, durable: bool = False) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if durable and hasattr(os, "O_DIRECTORY"):  # the rename itself on disk (POSIX; Windows has no such call)
+        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
+def _unlink_read_only(path: Path) -> None:
+    try:
+        path.unlink()
+    except PermissionError:  # Windows refuses to delete a read-only file; POSIX only asks the folder
+        path.chmod(0o644)
+        path.unlink()
 
 
 def place(blob: Path, dest: Path) -> Path:

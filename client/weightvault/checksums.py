@@ -5,9 +5,10 @@ about 1 GiB/s for sha256, so on a two-core machine the check no longer competes 
 writing for the CPU. It catches every error burst up to 32 bits and all but one in 4 billion other
 corruptions: it guards against damage, not against a server that lies (anyone can forge a CRC). So a
 file checked only by a CRC keeps its sha256 name on its server's word: the cache lets it answer only that
-server's CRC-checked pulls (``Cache.usable_blob``). ``verify="sha256"`` hashes every file, cached or
-not, and is what is checked when the server sends no CRC (artifacts stored before it recorded one); use
-it when the sha256 must be proven, e.g. to compare with one published elsewhere.
+server's CRC-checked pulls (``Cache.usable_blob``), and a resumed download (whose kept part may come
+from another server) is checked by its sha256. ``verify="sha256"`` never trusts a file that only a CRC
+checked, cached or not, and is what is checked when the server sends no CRC (artifacts stored before it
+recorded one); use it when the sha256 must be proven, e.g. to compare with one published elsewhere.
 """
 
 from __future__ import annotations

@@ -76,8 +76,10 @@ def fetch(
             "GET", path, params=params, headers=_conditional_headers(cache, known)
         ) as response:
             if response.status_code == 304:
-                if known is not None and cache.usable_blob(known.sha256, origin=origin, verify=verify):
-                    return _cached(cache, known)
+                if known is not None:
+                    with cache.lock(known.sha256):
+                        if cache.usable_blob(known.sha256, origin=origin, verify=verify):
+                            return _cached(cache, known)
                 continue  # the blob vanished after the request was sent, or failed its sha256
             if response.status_code == 416 and known is not None:
                 cache.discard_partial(known.sha256)  # the partial file is not a prefix of this artifact
@@ -122,8 +124,11 @@ def _receive(
         if cache.usable_blob(sha256, origin=origin, verify=verify):
             return _cached(cache, entry)
         offset = 0
-        digest, expected = checksum_for(response, verify=verify, sha256=sha256)
-        if response.status_code == 206:
+        # The kept part of a resumed download may have come from another server (partial files are named
+        # by the sha256 a server claimed): a forged prefix can be given the real one's CRC, not its sha256.
+        resumed = response.status_code == 206
+        digest, expected = checksum_for(response, verify="sha256" if resumed else verify, sha256=sha256)
+        if resumed:
             offset = cache.partial_size(sha256)
             if _range_start(response) != offset:
                 cache.discard_partial(sha256)

@@ -191,25 +191,48 @@ def test_a_corrupt_body_fails_its_crc32_and_nothing_is_placed(
     assert _blob_files(wv) == [f"{fake.sha256}.lock"]
 
 
-def test_a_resumed_download_is_checked_by_crc32_over_the_kept_part_and_the_rest(
+def test_a_resumed_download_is_checked_by_its_sha256_whatever_crc_the_server_sends(
     wv: Client, fake: FakeArtifacts, tmp_path: Path
 ) -> None:
+    """The kept part may have come from another server, which could have given a forged prefix the real
+    prefix's CRC (CRCs are linear); only the sha256 of the whole resumed file shows it."""
     fake.crc32 = _crc32(fake.content)
     half = len(fake.content) // 3
     wv.cache.blobs.mkdir(parents=True)
     key = Cache.key(wv.url, "demo", "latest", "weights", "safetensors")
     wv.cache.write_ref(key, RefEntry(fake.sha256, "demo-v1-weights.safetensors", len(fake.content)))
 
-    # A kept part that is not the file's prefix: only the whole file's CRC can tell.
     wv.cache.partial(fake.sha256).write_bytes(bytes(b ^ 1 for b in fake.content[:half]))
-    with pytest.raises(ChecksumMismatch):
+    with pytest.raises(ChecksumMismatch) as caught:
         wv.pull("demo")
+    assert caught.value.expected == fake.sha256
 
     wv.cache.partial(fake.sha256).write_bytes(fake.content[:half])
     wv.cache.write_ref(key, RefEntry(fake.sha256, "demo-v1-weights.safetensors", len(fake.content)))
     pulled = wv.pull("demo", output=tmp_path / "w.safetensors")
-    assert (pulled.resumed_from, pulled.verified_by) == (half, "crc32")
+    assert (pulled.resumed_from, pulled.verified_by) == (half, "sha256")
     assert pulled.path.read_bytes() == fake.content
+    assert not wv.cache.origin_marker(fake.sha256).exists()  # sha256-checked: any server may use it
+
+
+def test_pruning_a_crc_checked_blob_takes_its_marker_and_what_was_unpacked_from_it(tmp_path: Path) -> None:
+    """Otherwise a forged ONNX bundle's unpacked files would outlive it and answer the next, honest pull."""
+    real, forged = os.urandom(40_000), os.urandom(40_000)
+    hostile = FakeArtifacts(forged, sha256=hashlib.sha256(real).hexdigest(), crc32=_crc32(forged))
+    cache = Cache(tmp_path / "cache")
+    _client_of(hostile, "http://hostile.test", cache.root).pull("demo")
+    cache.extracted(hostile.sha256).mkdir(parents=True)
+    assert cache.origin_marker(hostile.sha256).read_text() == "http://hostile.test"
+
+    assert [blob.sha256 for blob in cache.prune()] == [hostile.sha256]
+    assert not cache.origin_marker(hostile.sha256).exists()
+    assert not cache.extracted(hostile.sha256).exists()
+
+    # And a folder left from an earlier file of the same name never survives a new one.
+    cache.extracted(hostile.sha256).mkdir(parents=True)
+    honest = FakeArtifacts(real, crc32=_crc32(real))
+    assert _client_of(honest, "http://honest.test", cache.root).pull("demo").path.read_bytes() == real
+    assert not cache.extracted(hostile.sha256).exists()
 
 
 def test_verify_sha256_checks_the_sha256_whatever_crc_the_server_sends(
