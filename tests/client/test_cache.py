@@ -295,6 +295,20 @@ def test_a_sha256_checking_pull_does_not_trust_a_forged_blob_from_the_same_serve
     assert _blob_files(Client("http://one.test", cache_dir=cache)) == [f"{fake.sha256}.lock"]
 
 
+@pytest.mark.parametrize("announced", ["zz", "1234abcd5", "-0000001", " ", "0x1234ab"])
+def test_a_malformed_crc32_header_falls_back_to_the_sha256(
+    fake: FakeArtifacts, tmp_path: Path, announced: str
+) -> None:
+    """A header that is not 8 hex digits is no CRC: the download is checked by its sha256, not refused or
+    trusted."""
+    fake.crc32 = announced
+    pulled = _client_of(fake, "http://odd.test", tmp_path / "c").pull("demo")
+    assert (pulled.verified_by, pulled.path.read_bytes()) == ("sha256", fake.content)
+    fake.corrupt = True
+    with pytest.raises(ChecksumMismatch):
+        _client_of(fake, "http://odd.test", tmp_path / "d").pull("demo")
+
+
 def test_an_unknown_verify_choice_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="crc32, sha256"):
         Client("http://weightvault.test", cache_dir=tmp_path / "c", verify="md5")  # type: ignore[arg-type]
