@@ -75,10 +75,11 @@ def cached_model(blob: Path, folder: Path) -> Path:
         raise
 
 
-def local_model(blob: Path, *, sha256: str, cache_root: Path, output: Path | None) -> Path:
-    """A loadable ``.onnx`` path for a downloaded ONNX artifact: ``output`` if given, else in the cache."""
+def local_model(blob: Path, *, extracted: Path, output: Path | None) -> Path:
+    """A loadable ``.onnx`` path for a downloaded ONNX artifact: ``output`` if given, else in the cache's
+    folder for it (``Cache.extracted``)."""
     if not is_bundle(blob):
         return blob if output is None else place(blob, output)
     if output is None:
-        return cached_model(blob, cache_root / "extracted" / sha256)
+        return cached_model(blob, extracted)
     return extract(blob, output.parent, output.name)

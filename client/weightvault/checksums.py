@@ -58,10 +58,16 @@ class Crc32:
         return f"{self._value:08x}"
 
 
-def checksum_for(response: httpx.Response, *, verify: Verify, sha256: str) -> tuple[Checksum, str]:
-    """The checksum to feed this response's body through, and the value it must end with."""
+def checked_verify(verify: str) -> Verify:
+    """``verify`` if it names a check, else a ValueError that lists the choices."""
     if verify not in VERIFY_CHOICES:
         raise ValueError(f"verify must be one of {', '.join(VERIFY_CHOICES)}, not {verify!r}")
+    return verify
+
+
+def checksum_for(response: httpx.Response, *, verify: Verify, sha256: str) -> tuple[Checksum, str]:
+    """The checksum to feed this response's body through, and the value it must end with."""
+    checked_verify(verify)
     announced = response.headers.get(CRC32_HEADER, "").strip().lower()
     if verify == "crc32" and _CRC32.fullmatch(announced):
         return Crc32(), announced

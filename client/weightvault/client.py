@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 from weightvault import bundles, checkpoint, resumable
 from weightvault.cache import Cache, default_cache_dir, place
-from weightvault.checksums import VERIFY_CHOICES, Verify
+from weightvault.checksums import Verify, checked_verify
 from weightvault.download import Pulled, fetch
 from weightvault.errors import Conflict, ConversionFailed, NotFound, WaitTimeout
 from weightvault.folders import folder_config, unpack_hf_zip
@@ -57,9 +57,7 @@ class Client:
             connect_retry = float(os.environ.get("WEIGHTVAULT_CONNECT_RETRY", DEFAULT_CONNECT_RETRY))
         self.transport = Transport(url, token=token, timeout=timeout, connect_retry=connect_retry)
         self.cache = Cache(Path(cache_dir) if cache_dir is not None else default_cache_dir())
-        if verify not in VERIFY_CHOICES:
-            raise ValueError(f"verify must be one of {', '.join(VERIFY_CHOICES)}, not {verify!r}")
-        self.verify: Verify = verify
+        self.verify: Verify = checked_verify(verify)
         self.reporter: Reporter = (
             auto_reporter(progress) if progress is None or isinstance(progress, bool) else progress
         )
@@ -441,7 +439,7 @@ class Client:
             dest = Path(output)
             if dest.is_dir():
                 dest = dest / (pulled.filename or f"{_ref(ref).model}.onnx").removesuffix(".zip")
-        return bundles.local_model(pulled.path, sha256=pulled.sha256, cache_root=self.cache.root, output=dest)
+        return bundles.local_model(pulled.path, extracted=self.cache.extracted(pulled.sha256), output=dest)
 
 
 def _ref(ref: str | Ref) -> Ref:

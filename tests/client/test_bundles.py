@@ -15,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from weightvault import Client, UnexpectedResponse
 from weightvault.bundles import is_bundle, local_model
+from weightvault.cache import Cache
 
 WEIGHT = np.arange(12, dtype=np.float32).reshape(3, 4)
 
@@ -51,15 +52,17 @@ def _run(path: Path) -> np.ndarray:
 def test_a_bundle_is_extracted_once_into_the_cache_and_runs(tmp_path: Path) -> None:
     archive = _bundle(tmp_path)
     assert is_bundle(archive) and not is_bundle(tmp_path / "export" / "model.onnx")
-    cached = local_model(archive, sha256="a" * 64, cache_root=tmp_path / "cache", output=None)
+    cached = local_model(archive, extracted=Cache(tmp_path / "cache").extracted("a" * 64), output=None)
     assert cached == tmp_path / "cache" / "extracted" / ("a" * 64) / "model.onnx"
     np.testing.assert_array_equal(_run(cached), np.ones((2, 3), dtype=np.float32) @ WEIGHT)
-    assert local_model(archive, sha256="a" * 64, cache_root=tmp_path / "cache", output=None) == cached
+    assert (
+        local_model(archive, extracted=Cache(tmp_path / "cache").extracted("a" * 64), output=None) == cached
+    )
 
 
 def test_a_bundle_placed_at_an_output_path_keeps_its_data_file_beside_it(tmp_path: Path) -> None:
     out = local_model(
-        _bundle(tmp_path), sha256="b" * 64, cache_root=tmp_path, output=tmp_path / "o" / "my.onnx"
+        _bundle(tmp_path), extracted=Cache(tmp_path).extracted("b" * 64), output=tmp_path / "o" / "my.onnx"
     )
     assert out == tmp_path / "o" / "my.onnx"
     assert sorted(p.name for p in out.parent.iterdir()) == ["model.onnx.data", "my.onnx"]
@@ -72,7 +75,7 @@ def test_a_bundle_naming_paths_outside_its_folder_is_refused(tmp_path: Path) -> 
         bundle.writestr("model.onnx", b"\x08\x08")
         bundle.writestr("../escape.data", b"x")
     with pytest.raises(UnexpectedResponse):
-        local_model(archive, sha256="c" * 64, cache_root=tmp_path / "cache", output=None)
+        local_model(archive, extracted=Cache(tmp_path / "cache").extracted("c" * 64), output=None)
     assert not (tmp_path / "escape.data").exists()
 
 

@@ -4,6 +4,7 @@ real server: every message speaks CLI (the flag to add, the command to run), nev
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -161,3 +162,36 @@ def test_an_unreachable_url_fails_within_seconds_and_says_how_to_change_it(tmp_p
     assert url in done.stderr and "--url" in done.stderr and "WEIGHTVAULT_URL" in done.stderr
     assert "WEIGHTVAULT_CONNECT_RETRY" in done.stderr
     assert "retrying" not in done.stderr  # no waiting unless WEIGHTVAULT_CONNECT_RETRY asks for it
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["pull"], ["push"], ["alias", "set"], ["cache", "ls"], ["jobs", "show"], ["meta", "set"], ["rm"]],
+)
+def test_a_command_built_alone_reads_as_in_the_whole_cli(args: list[str]) -> None:
+    # `weightvault <command>` builds only that command (start-up time); its help, usage and errors must
+    # be those of the whole command.
+    runner, env = CliRunner(), {"COLUMNS": "200"}
+    alone = cli.build(plugins=False, only=args[0])
+    whole = cli.build(plugins=False)
+    for extra in (["--help"], ["--no-such-option"]):
+        got = runner.invoke(alone, [*args, *extra], env=env)
+        expected = runner.invoke(whole, [*args, *extra], env=env)
+        assert (got.exit_code, got.stdout, got.stderr) == (
+            expected.exit_code,
+            expected.stdout,
+            expected.stderr,
+        )
+        assert got.exit_code in (0, 2) and "Usage: " in got.stdout + got.stderr
+
+
+def test_the_command_line_names_close_matches_for_a_mistyped_command(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "weightvault", "pul", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert done.returncode == 2 and "Did you mean 'pull'" in done.stderr
