@@ -18,8 +18,9 @@ artifact (safetensors) is fetched, per repeat and in this order, by:
 The client's modules are compiled to ``.pyc`` first, as ``pip install`` does for an installed client.
 
 Everything is read from the server's page cache (one untimed curl GET and one untimed pull first); the
-outputs are deleted after each run and ``os.sync()`` runs before each timed step, so one step's
-writeback is not billed to the next. The CLI gets no terminal: no progress bar is drawn.
+output and the client's cache are deleted, then ``os.sync()`` runs, before each timed step, so one
+step's writeback (and the freeing of its files) is not billed to the next. The CLI gets no terminal:
+no progress bar is drawn.
 """
 
 from __future__ import annotations
@@ -88,12 +89,15 @@ def run(ctx: Context) -> None:
         )
         url = f"{wv.url}/v1/models/{model}/versions/{version['version']}/artifacts/weights?format=safetensors"
 
-        def fresh_cache() -> Path:
-            cache = work / "cache"
-            shutil.rmtree(cache, ignore_errors=True)
-            return cache
+        cache = work / "cache"
 
-        def client_env(cache: Path) -> dict[str, str]:
+        def reset() -> None:
+            # Before settle(), not inside the timed step: freeing a 1 GiB file is journal and block work
+            # the filesystem finishes after unlink returns, which the next writer would otherwise pay.
+            out.unlink(missing_ok=True)
+            shutil.rmtree(cache, ignore_errors=True)
+
+        def client_env() -> dict[str, str]:
             return servers.base_env(WEIGHTVAULT_URL=wv.url, WEIGHTVAULT_CACHE=str(cache))
 
         def curl_once() -> float:
@@ -113,9 +117,8 @@ def run(ctx: Context) -> None:
             return seconds
 
         def cli_pull(*verify: str) -> float:
-            cache = fresh_cache()
             command = [str(cli), "pull", model, "-o", str(out), *verify, "--json"]
-            seconds, stdout = _timed(command, client_env(cache), work)
+            seconds, stdout = _timed(command, client_env(), work)
             pulled = json.loads(stdout)
             if pulled["size"] != weights["size"] or out.stat().st_size != weights["size"]:
                 raise RuntimeError(f"pull wrote {out.stat().st_size} bytes, not {weights['size']}")
@@ -124,9 +127,8 @@ def run(ctx: Context) -> None:
             return seconds
 
         def client_once() -> float:
-            cache = fresh_cache()
             command = [sys.executable, "-c", CLIENT_PULL, wv.url, model, str(cache), str(out)]
-            _, stdout = _timed(command, client_env(cache), work)
+            _, stdout = _timed(command, client_env(), work)
             return float(stdout.split()[-1])
 
         steps = [
@@ -145,16 +147,17 @@ def run(ctx: Context) -> None:
         # compile the client's modules from source again, 60-70 ms that no installed CLI pays.
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(_client_package())], check=True)
         for _, _, once in steps:  # warm-up: the blob into the page cache, the client's files too
+            reset()
             once()
-            out.unlink(missing_ok=True)
         for repeat in range(ctx.repeats):
             say(f"pull {label}: repeat {repeat + 1}/{ctx.repeats}")
             for name, what, once in steps:
+                reset()
                 settle()
                 add(f"pull/{key}/{name}/seconds", once(), unit="s", label=f"pull {label}: {what}")
-                out.unlink(missing_ok=True)
+            reset()
             settle()
-            seconds, _ = _timed([str(cli), "cache", "ls", "--json"], client_env(fresh_cache()), work)
+            seconds, _ = _timed([str(cli), "cache", "ls", "--json"], client_env(), work)
             add(
                 "pull/cli_startup/seconds",
                 seconds,

@@ -74,6 +74,13 @@ TokenOption = Annotated[
     str | None, typer.Option("--token", envvar="WEIGHTVAULT_TOKEN", help="Bearer token.", show_default=False)
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON on stdout, for scripts.")]
+VerifyOption = Annotated[
+    Verification,
+    typer.Option(
+        help="Check the download against the server's CRC-32 (fast) or its sha256 (about 1 s of CPU "
+        "per GiB). sha256 is also used when the server sends no CRC."
+    ),
+]
 
 
 def _json_object(text: str | None, option: str) -> dict[str, Any] | None:
@@ -210,13 +217,7 @@ def pull(
         Path | None,
         typer.Option("--output", "-o", help="File or folder (default: the server's file name here)."),
     ] = None,
-    verify: Annotated[
-        Verification,
-        typer.Option(
-            help="Check the download against the server's CRC-32 (fast) or its sha256 (about 1 s of CPU "
-            "per GiB). sha256 is also used when the server sends no CRC."
-        ),
-    ] = Verification.crc32,
+    verify: VerifyOption = Verification.crc32,
     url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
     as_json: JsonOption = False,
@@ -307,13 +308,14 @@ def convert(
     dynamic_batch: Annotated[bool, typer.Option(help="Allow any batch size in the exported graph.")] = True,
     atol: Annotated[float | None, typer.Option(help="Absolute tolerance of the onnxruntime check.")] = None,
     rtol: Annotated[float | None, typer.Option(help="Relative tolerance of the onnxruntime check.")] = None,
+    verify: VerifyOption = Verification.crc32,
     url: UrlOption = DEFAULT_URL,
     token: TokenOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Convert a version to ONNX (checked against PyTorch with onnxruntime on the server)."""
     path = None
-    with _session(url, token, as_json) as client:
+    with _session(url, token, as_json, verify=verify.value) as client:
         job = client.convert(ref, opset=opset, dynamic_batch=dynamic_batch, atol=atol, rtol=rtol)
         if wait or output is not None:
             job = client.wait(job, timeout=timeout)

@@ -17,6 +17,7 @@ from typer.testing import CliRunner, Result
 from tests.checkpoints import save, trained_simple_model
 from tests.client.conftest import Server
 from tests.server import free_port
+from weightvault.cache import Cache
 from weightvault.commands import register
 
 pytestmark = pytest.mark.slow
@@ -115,7 +116,7 @@ def test_push_ls_show_alias_and_pull(run: Any, name: str, tmp_path: Path) -> Non
 
 
 def test_convert_waits_downloads_and_exits_4_when_conversion_fails(
-    run: Any, name: str, tmp_path: Path
+    run: Any, name: str, tmp_path: Path, cache_dir: Path
 ) -> None:
     assert (
         run(
@@ -128,6 +129,14 @@ def test_convert_waits_downloads_and_exits_4_when_conversion_fails(
     done = _json(run("convert", name, "--wait", "-o", str(tmp_path / "demo.onnx"), "--json"))
     assert done["status"] == "succeeded" and done["id"] == queued["id"]
     assert Path(done["path"]).read_bytes() == (tmp_path / "demo.onnx").read_bytes() != b""
+    # Checked by the server's CRC by default: the cache marks the file as trusted for that server only.
+    marker = Cache(cache_dir).origin_marker(done["artifact"]["sha256"])
+    assert marker.is_file()
+    # --verify sha256 hashes it (from the cache here) and then trusts it for every server.
+    again = _json(run("convert", name, "-o", str(tmp_path / "again.onnx"), "--verify", "sha256", "--json"))
+    assert (tmp_path / "again.onnx").read_bytes() == (tmp_path / "demo.onnx").read_bytes()
+    assert again["id"] == done["id"] and not marker.exists()
+    assert run("convert", name, "-o", str(tmp_path / "x.onnx"), "--verify", "md5").exit_code == 2
     shown = run("convert", name, "--wait").stdout
     assert "succeeded" in shown
     # The signature to feed the file with, from the job's report: names, dtypes, the dynamic batch.
