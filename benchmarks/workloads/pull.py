@@ -159,7 +159,7 @@ def run(ctx: Context) -> None:
             settle()
             seconds, _ = _timed([str(cli), "cache", "ls", "--json"], client_env(), work)
             add(
-                "pull/cli_startup/seconds",
+                "pull/cli_command_overhead/seconds",
                 seconds,
                 unit="s",
                 label="weightvault cache ls --json, empty cache (process start, imports, exit; no request)",
